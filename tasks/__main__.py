@@ -1,0 +1,146 @@
+"""The one CLI: `python -m tasks <stage> [source] --in NAME=PATH ... --out PATH`, as dvc.yaml calls it.
+
+It loads params.yaml (validated before any work), hands the stage only its own section, times the
+stage function, writes `metrics/<stage>[_<source>].json` and logs the stage to MLflow (rank 0 only).
+Other commands: `validate`, `profile FILE` (prints `dvc exp run` arguments), `generate`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.atomic import atomic_write_json
+from tasks.config import ConfigError, PipelineConfig, load_config, read_yaml
+from tasks.tracking import flatten, is_rank_zero, log_artifact, log_metrics, stage_run
+
+log = logging.getLogger("tinyfoundry")
+
+
+@dataclass(frozen=True)
+class Stage:
+    target: str
+    """`module:function` implementing `run_<stage>(cfg_section, inputs, output) -> stats`."""
+    section: str
+    """Dotted config section the function receives; `{source}` is filled from the command line."""
+    sources: tuple[str, ...] = ()
+    after: str | None = None
+    """Optional `module:function(tracking_cfg, output, stats) -> extra stats`, run with the stage's MLflow run
+    active (model registration, champion alias): tracking belongs to the CLI, not to the stage function."""
+
+
+STAGES: dict[str, Stage] = {
+    "fetch": Stage("tasks.fetch:run_fetch", "fetch.{source}", ("web", "books", "code", "eval")),
+    "ingest": Stage("tasks.ingest:run_ingest", "ingest.{source}", ("web", "books", "code")),
+    "dedup": Stage("tasks.dedup:run_dedup", "dedup"),
+    "filter": Stage("tasks.filter:run_filter", "filter"),
+    "tokenizer": Stage("tasks.tokenizer:run_tokenizer", "tokenizer"),
+    "mix": Stage("tasks.mix:run_mix", "mix"),
+    "shard": Stage("tasks.shard:run_shard", "shard"),
+    "train": Stage("tasks.train:run_train", "train", after="tasks.train.registry:register_final_model"),
+    "evaluate": Stage("tasks.evaluate:run_evaluate", "evaluate", after="tasks.evaluate.registry:update_champion"),
+}
+
+COMMANDS = {"generate": "tasks.evaluate.cli:generate_main"}
+
+
+def load_target(target: str):
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def metrics_path(stage: str, source: str | None) -> Path:
+    return Path("metrics") / (f"{stage}_{source}.json" if source else f"{stage}.json")
+
+
+def parse_inputs(pairs: list[str]) -> dict[str, Path]:
+    inputs = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--in expects NAME=PATH, got {pair!r}")
+        inputs[name] = Path(path)
+    return inputs
+
+
+def run_stage(name: str, source: str | None, inputs: dict[str, Path], output: Path,
+              cfg: PipelineConfig, metrics_file: Path | None = None) -> dict:
+    spec = STAGES[name]
+    if spec.sources and source not in spec.sources:
+        raise SystemExit(f"stage {name} needs a source, one of {', '.join(spec.sources)}; got {source!r}")
+    section = cfg.section(spec.section.format(source=source))
+    func = load_target(spec.target)
+    label = f"{name}@{source}" if source else name
+    metrics_file = metrics_file or metrics_path(name, source)
+    with stage_run(label, section.model_dump(), {"source": source or ""}, cfg.tracking.experiment,
+                   cfg.tracking.tracking_uri):
+        log.info("stage %s: starting (output %s)", label, output)
+        started = time.time()
+        stats = func(section, inputs, output) or {}
+        ended = time.time()
+        stats = {**stats, "seconds": round(ended - started, 3)}
+        if spec.after and is_rank_zero():
+            stats.update(load_target(spec.after)(cfg.tracking, output, stats) or {})
+        if is_rank_zero():
+            atomic_write_json(metrics_file, stats)
+            log_metrics(stats)
+            log_artifact(metrics_file)
+            if os.environ.get("TINYFOUNDRY_TIMING_FILE"):
+                atomic_write_json(os.environ["TINYFOUNDRY_TIMING_FILE"], {"start": started, "end": ended})
+    log.info("stage %s: done in %.1f s", label, ended - started)
+    return stats
+
+
+def profile_args(profile: str) -> str:
+    """`dvc exp run` arguments that apply a profile file on top of params.yaml."""
+    overrides = flatten(read_yaml(profile))
+    return " ".join(f"-S {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in overrides.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=os.environ.get("TINYFOUNDRY_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if argv and argv[0] in COMMANDS:
+        return load_target(COMMANDS[argv[0]])(argv[1:]) or 0
+
+    parser = argparse.ArgumentParser(prog="python -m tasks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=[*STAGES, "validate", "profile", *COMMANDS])
+    parser.add_argument("source", nargs="?", help="source name for fetch/ingest; profile file for `profile`")
+    parser.add_argument("--in", dest="inputs", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--metrics", type=Path, help="metrics JSON (default metrics/<stage>[_<source>].json)")
+    parser.add_argument("--params", default=os.environ.get("TINYFOUNDRY_PARAMS", "params.yaml"))
+    parser.add_argument("--profile", help="a profiles/*.yaml file merged over --params")
+    args = parser.parse_args(argv)
+
+    if args.stage == "profile":
+        if not args.source:
+            parser.error("profile needs a file, e.g. `python -m tasks profile profiles/gpu-125m.yaml`")
+        load_config(args.params, args.source)  # validate before printing anything
+        print(profile_args(args.source))
+        return 0
+    try:
+        cfg = load_config(args.params, args.profile)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if args.stage == "validate":
+        print(f"{args.params}{' + ' + args.profile if args.profile else ''}: valid")
+        return 0
+    if args.out is None:
+        parser.error(f"stage {args.stage} needs --out")
+    run_stage(args.stage, args.source, parse_inputs(args.inputs), args.out, cfg, args.metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

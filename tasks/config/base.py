@@ -1,0 +1,42 @@
+"""Shared base for config sections: strict, frozen, documented pydantic models."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class ConfigError(ValueError):
+    """params.yaml (or a profile) holds a bad value or an unknown key; the message names the key."""
+
+
+class Section(BaseModel):
+    """A params.yaml section: unknown keys are errors, values are validated on load, never mutated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, validate_default=True)
+
+
+def _describe(error: dict, prefix: str) -> str:
+    key = ".".join([prefix] * bool(prefix) + [str(p) for p in error["loc"]])
+    if error["type"] == "extra_forbidden":
+        return f"{key} is not a known key (check its spelling and section)"
+    if error["type"] == "missing":
+        return f"{key} is required but missing"
+    msg = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    msg = msg.replace("Input should be", "must be").replace("Input", "value")
+    return f"{key} {msg[:1].lower() + msg[1:]}, got {error.get('input')!r}"
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    return "; ".join(_describe(e, prefix) for e in err.errors())
+
+
+def inherit_default(data: dict, key: str, children: tuple[str, ...]) -> dict:
+    """Copy a section-level default (e.g. ingest.executor) into each child section that does not set it."""
+    if not isinstance(data, dict) or key not in data:
+        return data
+    data = dict(data)
+    default = data.pop(key)
+    for child in children:
+        sub = data.get(child)
+        if isinstance(sub, dict) and key not in sub:
+            data[child] = {key: default, **sub}
+    return data

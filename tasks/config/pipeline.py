@@ -1,0 +1,34 @@
+"""Sections read by the orchestration layer (flow, tracking), not by any stage function."""
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from .base import Section
+
+
+class TrackingConfig(Section):
+    experiment: str = "tinyfoundry"
+    """MLflow experiment that holds one parent run per pipeline run."""
+    model_name: str = "tinyfoundry-llama"
+    """Registered model name: training adds versions, evaluation moves the `champion` alias."""
+    tracking_uri: str | None = None
+    """MLflow tracking URI; null means a SQLite store `mlflow.db` in the project. MLFLOW_TRACKING_URI overrides."""
+
+
+class FlowConfig(Section):
+    name: str = "tinyfoundry"
+    """Prefect flow name (also the deployment's name)."""
+    max_parallel_stages: int = Field(3, ge=1, le=64)
+    """How many independent DVC stages may run at once."""
+    retries: dict[str, int] = {"fetch": 3}
+    """Retries per stage family (the part of the stage name before '@')."""
+    retry_delay_s: float = Field(5.0, ge=0)
+    schedule_cron: str = "0 3 * * *"
+    """Cron schedule of the served deployment (`make serve`)."""
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _five_fields(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError("must be a 5-field cron expression like '0 3 * * *'")
+        return v

@@ -1,0 +1,58 @@
+"""train: Llama-style pretraining with FSDP2 under torchrun."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import Section
+
+
+class ModelChoice(Section):
+    preset: str = "10m"
+    """A preset from models/presets.py: 10m, 50m, 125m, tinyllama-1.1b, gpt2-124m."""
+    overrides: dict[str, int | float | bool] = {}
+    """Fields of the preset's ModelConfig to change, e.g. {n_layer: 4}."""
+
+
+class TrainConfig(Section):
+    model: ModelChoice = ModelChoice()
+    nproc_per_node: int = Field(1, ge=1)
+    """Processes per node for torchrun (read by dvc.yaml's cmd)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    seq_len: int = Field(256, ge=8)
+    micro_batch_size: int = Field(16, ge=1)
+    """Sequences per rank per forward/backward."""
+    global_batch_tokens: int = Field(16 * 256, ge=8)
+    """Tokens per optimizer step over all ranks; gradient accumulation makes up the rest."""
+    max_steps: int = Field(300, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    min_lr: float = Field(3e-4, ge=0)
+    warmup_steps: int = Field(30, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, gt=0, lt=1)
+    beta2: float = Field(0.95, gt=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    nonfinite: Literal["skip", "stop"] = "skip"
+    """What to do when the loss or gradient norm is NaN/inf: skip the optimizer step, or stop."""
+    eval_every: int = Field(100, ge=1)
+    eval_batches: int = Field(8, ge=1)
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    checkpoint_dir: str = "checkpoints"
+    seed: int = 1337
+    peak_flops: float = Field(1e12, gt=0)
+    """Peak FLOP/s of one device, for MFU (H100 bf16 dense: 989e12)."""
+
+    @model_validator(mode="after")
+    def _batch(self):
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        per_micro = self.seq_len * self.micro_batch_size
+        if self.global_batch_tokens % per_micro:
+            raise ValueError(
+                f"global_batch_tokens ({self.global_batch_tokens}) must be a multiple of seq_len*micro_batch_size ({per_micro})"
+            )
+        return self

@@ -1,0 +1,94 @@
+"""MLflow glue: one parent run per pipeline run, one nested run per stage, rank 0 only.
+
+The flow creates the parent run and hands its id to each stage process in TINYFOUNDRY_PARENT_RUN_ID;
+a stage run outside the flow (plain `dvc repro`) becomes a top-level run of its own.
+Stage code logs through `log_metrics`/`log_artifact`, which do nothing when no run is active.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+PARENT_ENV = "TINYFOUNDRY_PARENT_RUN_ID"
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def tracking_uri(configured: str | None = None, root: str | Path | None = None) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if configured:
+        return configured
+    return f"sqlite:///{Path(root or Path.cwd()).resolve() / 'mlflow.db'}"
+
+
+def setup(experiment: str, configured_uri: str | None = None, root: str | Path | None = None):
+    """Point MLflow at the project's store and make sure the experiment exists (artifacts in mlartifacts/)."""
+    import mlflow
+
+    uri = tracking_uri(configured_uri, root)
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(experiment) is None:
+        artifacts = (Path(root or Path.cwd()).resolve() / "mlartifacts").as_uri()
+        mlflow.create_experiment(experiment, artifact_location=artifacts)
+    mlflow.set_experiment(experiment)
+    return mlflow
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def numeric(d: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in flatten(d).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+@contextmanager
+def stage_run(stage: str, params: dict, tags: dict | None = None, experiment: str = "tinyfoundry",
+              configured_uri: str | None = None) -> Iterator[Any]:
+    """A nested MLflow run for one stage (or a top-level one without a parent). Yields None off rank 0."""
+    if not is_rank_zero():
+        yield None
+        return
+    mlflow = setup(experiment, configured_uri)
+    parent = os.environ.get(PARENT_ENV)
+    run_tags = {"stage": stage, "tinyfoundry.kind": "stage", **(tags or {})}
+    if parent:
+        run_tags["mlflow.parentRunId"] = parent
+    with mlflow.start_run(run_name=stage, tags=run_tags) as run:
+        params = {k: str(v)[:500] for k, v in flatten(params).items()}
+        if params:
+            mlflow.log_params(params)
+        yield run
+
+
+def log_metrics(metrics: dict, step: int | None = None) -> None:
+    if not is_rank_zero():
+        return
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.log_metrics(numeric(metrics), step=step)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    if not is_rank_zero():
+        return
+    import mlflow
+
+    if mlflow.active_run() is not None and Path(path).exists():
+        if Path(path).is_dir():
+            mlflow.log_artifacts(str(path), artifact_path)
+        else:
+            mlflow.log_artifact(str(path), artifact_path)
