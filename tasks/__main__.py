@@ -7,57 +7,21 @@ Other commands: `validate`, `profile FILE` (prints `dvc exp run` arguments), `ge
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from contextlib import nullcontext
 from pathlib import Path
 
 from tasks.atomic import atomic_write_json
 from tasks.config import ConfigError, PipelineConfig, load_config, read_yaml
-from tasks.tracking import flatten, is_rank_zero, log_artifact, log_metrics, stage_run
+from tasks.stages import COMMANDS, STAGES, load_target, metrics_path
+from tasks.tracking import FLOW_ENV, flatten, is_rank_zero, log_artifact, log_metrics, stage_run
 
 log = logging.getLogger("tinyfoundry")
-
-
-@dataclass(frozen=True)
-class Stage:
-    target: str
-    """`module:function` implementing `run_<stage>(cfg_section, inputs, output) -> stats`."""
-    section: str
-    """Dotted config section the function receives; `{source}` is filled from the command line."""
-    sources: tuple[str, ...] = ()
-    after: str | None = None
-    """Optional `module:function(tracking_cfg, output, stats) -> extra stats`, run with the stage's MLflow run
-    active (model registration, champion alias): tracking belongs to the CLI, not to the stage function."""
-
-
-STAGES: dict[str, Stage] = {
-    "fetch": Stage("tasks.fetch:run_fetch", "fetch.{source}", ("web", "books", "code", "eval")),
-    "ingest": Stage("tasks.ingest:run_ingest", "ingest.{source}", ("web", "books", "code")),
-    "dedup": Stage("tasks.dedup:run_dedup", "dedup"),
-    "filter": Stage("tasks.filter:run_filter", "filter"),
-    "tokenizer": Stage("tasks.tokenizer:run_tokenizer", "tokenizer"),
-    "mix": Stage("tasks.mix:run_mix", "mix"),
-    "shard": Stage("tasks.shard:run_shard", "shard"),
-    "train": Stage("tasks.train:run_train", "train", after="tasks.train.registry:register_final_model"),
-    "evaluate": Stage("tasks.evaluate:run_evaluate", "evaluate", after="tasks.evaluate.registry:update_champion"),
-}
-
-COMMANDS = {"generate": "tasks.evaluate.cli:generate_main"}
-
-
-def load_target(target: str):
-    module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)
-
-
-def metrics_path(stage: str, source: str | None) -> Path:
-    return Path("metrics") / (f"{stage}_{source}.json" if source else f"{stage}.json")
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, Path]:
@@ -79,8 +43,12 @@ def run_stage(name: str, source: str | None, inputs: dict[str, Path], output: Pa
     func = load_target(spec.target)
     label = f"{name}@{source}" if source else name
     metrics_file = metrics_file or metrics_path(name, source)
-    with stage_run(label, section.model_dump(), {"source": source or ""}, cfg.tracking.experiment,
-                   cfg.tracking.tracking_uri):
+    # Under the flow, stages that do not log live are logged by the flow process (MLflow already loaded
+    # there); importing MLflow here would add seconds to every stage's start.
+    tracked_here = spec.live_tracking or not os.environ.get(FLOW_ENV)
+    run_ctx = stage_run(label, section.model_dump(), {"source": source or ""}, cfg.tracking.experiment,
+                        cfg.tracking.tracking_uri) if tracked_here else nullcontext()
+    with run_ctx:
         log.info("stage %s: starting (output %s)", label, output)
         started = time.time()
         stats = func(section, inputs, output) or {}
@@ -90,10 +58,12 @@ def run_stage(name: str, source: str | None, inputs: dict[str, Path], output: Pa
             stats.update(load_target(spec.after)(cfg.tracking, output, stats) or {})
         if is_rank_zero():
             atomic_write_json(metrics_file, stats)
-            log_metrics(stats)
-            log_artifact(metrics_file)
+            if tracked_here:
+                log_metrics(stats)
+                log_artifact(metrics_file)
             if os.environ.get("TINYFOUNDRY_TIMING_FILE"):
-                atomic_write_json(os.environ["TINYFOUNDRY_TIMING_FILE"], {"start": started, "end": ended})
+                atomic_write_json(os.environ["TINYFOUNDRY_TIMING_FILE"],
+                                  {"start": started, "end": ended, "tracked": tracked_here})
     log.info("stage %s: done in %.1f s", label, ended - started)
     return stats
 

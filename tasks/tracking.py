@@ -7,11 +7,14 @@ Stage code logs through `log_metrics`/`log_artifact`, which do nothing when no r
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 PARENT_ENV = "TINYFOUNDRY_PARENT_RUN_ID"
+FLOW_ENV = "TINYFOUNDRY_FLOW_RUN"
+"""Set by the flow for stage processes: stages without live tracking leave their MLflow run to the flow."""
 
 
 def is_rank_zero() -> bool:
@@ -92,3 +95,25 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
             mlflow.log_artifacts(str(path), artifact_path)
         else:
             mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_finished_stage(stage: str, params: dict, stats: dict, metrics_file: str | Path, parent_run_id: str,
+                       tags: dict | None = None) -> str:
+    """Record a stage that already ran as a (nested) MLflow run: its params, numeric stats, metrics file."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    run_tags = {"stage": stage, "tinyfoundry.kind": "stage", "mlflow.parentRunId": parent_run_id, **(tags or {})}
+    run = client.create_run(experiment_id, run_name=stage, tags=run_tags)
+    run_id = run.info.run_id
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id,
+                     metrics=[Metric(k, v, now, 0) for k, v in numeric(stats).items()],
+                     params=[Param(k, str(v)[:500]) for k, v in flatten(params).items()])
+    if Path(metrics_file).exists():
+        client.log_artifact(run_id, str(metrics_file))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id

@@ -1,0 +1,88 @@
+"""`python -m flows run` runs the pipeline under Prefect; `serve` serves it on a cron schedule;
+`ui` starts local Prefect and MLflow servers (flows/servers.py)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import flows  # noqa: F401 — sets the project's Prefect defaults before prefect is imported
+from tasks.atomic import atomic_write_json
+
+
+def run(args) -> int:
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.pipeline import pipeline
+    from tasks.config import ConfigError, load_config
+
+    root = Path(args.root).resolve()
+    try:
+        cfg = load_config(root / "params.yaml")
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    t0 = time.time()
+    flow = pipeline.with_options(name=cfg.flow.name,
+                                 task_runner=ThreadPoolTaskRunner(max_workers=cfg.flow.max_parallel_stages))
+    summary = flow(root=str(root), force=args.force, started=time.strftime("%Y%m%d-%H%M%S"))
+    summary["process_wall_seconds"] = round(time.time() - t0, 2)
+    record = root / ".tinyfoundry" / "runs" / f"{summary['flow_run_name']}.json"
+    atomic_write_json(record, summary)
+    try:
+        from tasks.report import write_report
+
+        summary["report"] = write_report(root, {"name": summary["flow_run_name"], **summary})
+    except ImportError:
+        summary["report"] = None
+    print_summary(root, summary)
+    return 0
+
+
+def print_summary(root: Path, s: dict) -> None:
+    print()
+    print(f"tinyfoundry: pipeline finished in {s['wall_seconds']:.0f} s "
+          f"({len(s['ran'])} stages ran, {len(s['skipped'])} up to date; "
+          f"orchestration overhead {100 * s['overhead_fraction']:.1f}% of wall time)")
+    print(f"  data and models : {root / 'data'}  (versioned by DVC: `dvc status`, `dvc metrics show`, `dvc plots show`)")
+    print(f"  final model     : {root / 'data' / 'model'}  (registered in MLflow; alias `champion` = best so far)")
+    report = (s.get("report") or {}).get("markdown")
+    if report:
+        print(f"  run report      : {report}")
+    print(f"  MLflow run      : {s['mlflow_run_id']}  — open the UIs with `make ui` (Prefect :4200, MLflow :5000)")
+    print(f"  Prefect run     : {s['flow_run_name']} ({s['prefect_flow_run_id']})")
+
+
+def serve(args) -> int:
+    from flows.pipeline import pipeline
+    from tasks.config import load_config
+
+    root = Path(args.root).resolve()
+    cfg = load_config(root / "params.yaml")
+    print(f"Serving deployment {cfg.flow.name!r} on cron {cfg.flow.schedule_cron!r}; Ctrl-C stops it.")
+    pipeline.with_options(name=cfg.flow.name).serve(
+        name=cfg.flow.name, cron=cfg.flow.schedule_cron, parameters={"root": str(root)}, tags=["tinyfoundry"])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run the whole pipeline (stages DVC reports out of date)")
+    p_run.add_argument("--root", default=".")
+    p_run.add_argument("--force", action="store_true", help="rerun every stage even if up to date")
+    p_serve = sub.add_parser("serve", help="serve the flow as a deployment on params' flow.schedule_cron")
+    p_serve.add_argument("--root", default=".")
+    sub.add_parser("ui", help="start local Prefect and MLflow servers (127.0.0.1)")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "ui":
+        from flows.servers import main as servers_main
+
+        return servers_main(rest) or 0
+    return {"run": run, "serve": serve}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The tinyfoundry Prefect flow: runs dvc.yaml's DAG, concurrently where it allows.
+
+Each DVC stage becomes one Prefect task run (named after the stage, tagged with its family and
+source). A task asks DVC whether its stage is up to date and skips it if so; otherwise it runs the
+stage's `cmd` from dvc.yaml, streams its log lines into Prefect, and commits the result to
+dvc.lock and the DVC cache. MLflow gets one parent run per flow run and a nested run per stage:
+training and evaluation log theirs live from their own process; the others are logged here from
+their metrics file, which spares each stage process the MLflow import. Large data only moves
+through files: tasks return small dicts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.dag import StageNode, commit_stage, load_dag, remove_outs, reorder_lock, stage_changed
+from tasks.config import load_config
+from tasks.stages import STAGES, metrics_path, section_name
+from tasks.tracking import FLOW_ENV, PARENT_ENV, log_finished_stage
+
+
+
+class Tracking:
+    """MLflow work of one flow run, kept off the stages' critical path: the parent run is created in the
+    background while the first stages run, and finished stages are logged by one background thread."""
+
+    def __init__(self, root: Path, cfg):
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow")
+        self.parent: Future = self.pool.submit(start_parent_run, root, cfg)
+        self.pending: list[Future] = []
+
+    def log_later(self, node: StageNode, root: Path) -> None:
+        self.pending.append(self.pool.submit(lambda: log_stage_to_mlflow(node, root, self.parent.result())))
+
+    def close(self) -> str:
+        for fut in self.pending:
+            fut.result()
+        self.pool.shutdown()
+        return self.parent.result()
+
+
+_tracking: dict[str, Tracking] = {}  # flow run id → its Tracking (task threads share the flow's process)
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def stage_env(parent_run_id: str | None, timing_file: Path) -> dict:
+    env = dict(os.environ)
+    # The stage's `python`/`torchrun` must be this interpreter's environment.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["TINYFOUNDRY_TIMING_FILE"] = str(timing_file)
+    env.setdefault("TQDM_MININTERVAL", "5")  # progress lines every few seconds, not per item, in the UI log
+    env["PYTHONUNBUFFERED"] = "1"
+    env[FLOW_ENV] = "1"
+    if parent_run_id:
+        env[PARENT_ENV] = parent_run_id
+    return env
+
+
+@task(task_run_name="{node.name}", persist_result=False, cache_policy=NO_CACHE)
+def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False) -> dict:
+    logger = get_run_logger()
+    root_path = Path(root)
+    checked = time.time()
+    if not force and not stage_changed(root_path, node.name):
+        logger.info("%s is up to date (DVC status clean): skipped", node.name)
+        return {"stage": node.name, "status": "skipped"}
+    remove_outs(root_path, node)
+    live = STAGES[node.family].live_tracking
+    parent = _tracking[flow_key].parent.result() if live else None
+    timing_file = Path(tempfile.mkdtemp(prefix="tf-timing-")) / "timing.json"
+    logger.info("running %s: %s", node.name, node.cmd)
+    tail: deque[str] = deque(maxlen=30)
+    proc = subprocess.Popen(node.cmd, shell=True, cwd=root_path, env=stage_env(parent, timing_file),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    for raw in proc.stdout:
+        for line in raw.replace("\r", "\n").splitlines():
+            if line.strip():
+                tail.append(line)
+                logger.info("%s | %s", node.name, line)
+    rc = proc.wait()
+    if rc != 0:
+        raise StageFailed(f"stage {node.name} failed with exit code {rc}; its last lines:\n" + "\n".join(tail))
+    commit_stage(root_path, node.name)
+    timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+    if not timing.get("tracked", True):
+        _tracking[flow_key].log_later(node, root_path)
+    done = time.time()
+    logger.info("%s finished and committed to dvc.lock in %.1f s", node.name, done - checked)
+    return {"stage": node.name, "status": "ran", "start": timing.get("start"), "end": timing.get("end"),
+            "task_seconds": round(done - checked, 3)}
+
+
+def log_stage_to_mlflow(node: StageNode, root: Path, parent_run_id: str) -> None:
+    cfg = load_config(root / "params.yaml")
+    metrics_file = root / metrics_path(node.family, node.source)
+    stats = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    log_finished_stage(node.name, cfg.section(section_name(node.name)).model_dump(), stats, metrics_file,
+                       parent_run_id, {"source": node.source or ""})
+
+
+def busy_seconds(results: list[dict]) -> float:
+    """Length of the union of the intervals in which at least one stage function was running."""
+    spans = sorted((r["start"], r["end"]) for r in results if r.get("start") and r.get("end"))
+    total, cur_start, cur_end = 0.0, None, None
+    for start, end in spans:
+        if cur_end is None or start > cur_end:
+            total += (cur_end - cur_start) if cur_end is not None else 0.0
+            cur_start, cur_end = start, end
+        else:
+            cur_end = max(cur_end, end)
+    return total + ((cur_end - cur_start) if cur_end is not None else 0.0)
+
+
+def start_parent_run(root: Path, cfg) -> str | None:
+    """Create the MLflow parent run (and a new SQLite store, once) before any stage process touches MLflow,
+    so they never race to initialise it. It stays open until the flow ends."""
+    from tasks.tracking import setup
+
+    mlflow = setup(cfg.tracking.experiment, cfg.tracking.tracking_uri, root)
+    experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    run = mlflow.MlflowClient().create_run(experiment.experiment_id, run_name=f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}",
+                                           tags={"tinyfoundry.kind": "pipeline"})
+    return run.info.run_id
+
+
+def finish_parent_run(run_id: str | None, summary: dict, failed: bool) -> None:
+    if not run_id:
+        return
+    from mlflow import MlflowClient
+
+    from tasks.tracking import numeric
+
+    client = MlflowClient()
+    for key, value in numeric(summary).items():
+        client.log_metric(run_id, key, value)
+    client.set_tag(run_id, "stages_ran", ",".join(summary["ran"]) or "-")
+    client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+@flow(name="tinyfoundry", flow_run_name="pipeline-{started}", log_prints=True,
+      task_runner=ThreadPoolTaskRunner(max_workers=3))
+def pipeline(root: str = ".", force: bool = False, started: str = "") -> dict:
+    """Run every stage of dvc.yaml that DVC reports out of date, in DAG order, independent ones concurrently."""
+    logger = get_run_logger()
+    t0 = time.time()
+    root_path = Path(root).resolve()
+    cfg = load_config(root_path / "params.yaml")
+    nodes = load_dag(root_path)
+    flow_key = str(flow_run.id)
+    _tracking[flow_key] = Tracking(root_path, cfg)
+    logger.info("pipeline: %d DVC stages from dvc.yaml, up to %d at once", len(nodes), cfg.flow.max_parallel_stages)
+
+    futures = {}
+    for node in nodes:
+        retries = cfg.flow.retries.get(node.family, 0)
+        task_ = run_dvc_stage.with_options(retries=retries, retry_delay_seconds=cfg.flow.retry_delay_s,
+                                           tags=[node.family, *([node.source] if node.source else [])])
+        futures[node.name] = task_.submit(node, str(root_path), flow_key, force,
+                                          wait_for=[futures[u] for u in node.upstream])
+    results, failed = [], []
+    for name, fut in futures.items():
+        try:
+            results.append(fut.result())
+        except Exception as e:  # noqa: BLE001 — report every failed stage, then fail the flow
+            failed.append(name)
+            logger.error("stage %s did not complete: %s", name, e)
+    reorder_lock(root_path, [n.name for n in nodes])
+    parent = _tracking.pop(flow_key).close()
+    wall = time.time() - t0
+    busy = busy_seconds(results)
+    summary = {
+        "wall_seconds": round(wall, 2),
+        "stage_busy_seconds": round(busy, 2),
+        "overhead_seconds": round(wall - busy, 2),
+        "overhead_fraction": round((wall - busy) / wall, 4) if wall else 0.0,
+        "ran": [r["stage"] for r in results if r["status"] == "ran"],
+        "skipped": [r["stage"] for r in results if r["status"] == "skipped"],
+        "failed": failed,
+        "stages": results,
+    }
+    finish_parent_run(parent, {k: summary[k] for k in ("wall_seconds", "stage_busy_seconds", "overhead_seconds",
+                                                       "overhead_fraction")} | {"ran": summary["ran"]}, bool(failed))
+    summary["mlflow_run_id"] = parent
+    summary["prefect_flow_run_id"] = str(flow_run.id)
+    summary["flow_run_name"] = flow_run.name
+    if failed:
+        raise StageFailed(f"{len(failed)} stage(s) failed: {', '.join(failed)}")
+    return summary

@@ -1,0 +1,51 @@
+"""The stage table: which function implements each `python -m tasks <stage>` and which config section it gets."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Stage:
+    target: str
+    """`module:function` implementing `run_<stage>(cfg_section, inputs, output) -> stats`."""
+    section: str
+    """Dotted config section the function receives; `{source}` is filled from the command line."""
+    sources: tuple[str, ...] = ()
+    live_tracking: bool = False
+    """Logs to MLflow while it runs (per-step metrics, registry); other stages are logged after they finish."""
+    after: str | None = None
+    """Optional `module:function(tracking_cfg, output, stats) -> extra stats`, run with the stage's MLflow run
+    active (model registration, champion alias): tracking belongs to the CLI, not to the stage function."""
+
+
+STAGES: dict[str, Stage] = {
+    "fetch": Stage("tasks.fetch:run_fetch", "fetch.{source}", ("web", "books", "code", "eval")),
+    "ingest": Stage("tasks.ingest:run_ingest", "ingest.{source}", ("web", "books", "code")),
+    "dedup": Stage("tasks.dedup:run_dedup", "dedup"),
+    "filter": Stage("tasks.filter:run_filter", "filter"),
+    "tokenizer": Stage("tasks.tokenizer:run_tokenizer", "tokenizer"),
+    "mix": Stage("tasks.mix:run_mix", "mix"),
+    "shard": Stage("tasks.shard:run_shard", "shard"),
+    "train": Stage("tasks.train:run_train", "train", live_tracking=True, after="tasks.train.registry:register_final_model"),
+    "evaluate": Stage("tasks.evaluate:run_evaluate", "evaluate", live_tracking=True,
+                      after="tasks.evaluate.registry:update_champion"),
+}
+
+COMMANDS = {"generate": "tasks.evaluate.cli:generate_main"}
+
+
+def load_target(target: str):
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def section_name(stage: str) -> str:
+    """Config section of a DVC stage address such as `ingest@web` → `ingest.web`."""
+    family, _, source = stage.partition("@")
+    return STAGES[family].section.format(source=source)
+
+
+def metrics_path(stage: str, source: str | None) -> Path:
+    return Path("metrics") / (f"{stage}_{source}.json" if source else f"{stage}.json")
