@@ -80,7 +80,7 @@ def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False
         logger.info("%s is up to date (DVC status clean): skipped", node.name)
         return {"stage": node.name, "status": "skipped"}
     remove_outs(root_path, node)
-    live = STAGES[node.family].live_tracking
+    live = node.family in STAGES and STAGES[node.family].live_tracking
     parent = _tracking[flow_key].parent.result() if live else None
     timing_file = Path(tempfile.mkdtemp(prefix="tf-timing-")) / "timing.json"
     logger.info("running %s: %s", node.name, node.cmd)
