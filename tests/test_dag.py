@@ -1,0 +1,96 @@
+"""dvc.yaml is the one DAG: the flow reads it, every params key it names exists in the config model,
+and every stage's command is `python -m tasks <stage>` with inputs and outputs DVC knows about."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.dag import load_dag
+from tasks.config import load_config
+from tasks.stages import STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolved_stages() -> dict[str, dict]:
+    """dvc.yaml read independently of DVC: foreach expanded, ${train.*} filled from params.yaml."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def fill(text: str, item: str | None) -> str:
+        def lookup(m):
+            key = m.group(1)
+            if key == "item":
+                return item
+            node = params
+            for part in key.split("."):
+                node = node[part]
+            return str(node)
+        return re.sub(r"\$\{([^}]+)\}", lookup, text)
+
+    out = {}
+    for name, body in spec.items():
+        items = body.get("foreach", [None])
+        template = body.get("do", body)
+        for item in items:
+            text = fill(yaml.safe_dump(template), item)
+            out[f"{name}@{item}" if item else name] = yaml.safe_load(text)
+    return out
+
+
+def paths(entries) -> set[str]:
+    return {next(iter(e)) if isinstance(e, dict) else e for e in entries or []}
+
+
+def test_flow_dag_equals_the_dependencies_declared_in_dvc_yaml():
+    stages = resolved_stages()
+    produced_by = {out: name for name, s in stages.items() for out in paths(s.get("outs"))}
+    expected = {name: tuple(sorted({produced_by[d] for d in paths(s.get("deps")) if d in produced_by}))
+                for name, s in stages.items()}
+    dag = {node.name: node.upstream for node in load_dag(ROOT)}
+    assert dag == expected
+    order = [node.name for node in load_dag(ROOT)]
+    for name, upstream in dag.items():
+        assert all(order.index(u) < order.index(name) for u in upstream), f"{name} scheduled before its inputs"
+
+
+def test_every_params_key_in_dvc_yaml_exists_in_the_config_model():
+    cfg = load_config(ROOT / "params.yaml")
+    for name, stage in resolved_stages().items():
+        for key in stage.get("params", []):
+            cfg.section(key)  # raises ConfigError for a key the model does not have
+
+
+def test_each_stage_reads_its_own_section_only():
+    """Its own section, plus tracking keys for stages that act on the model registry."""
+    for name, stage in resolved_stages().items():
+        family, _, source = name.partition("@")
+        own = STAGES[family].section.format(source=source)
+        keys = stage.get("params", [])
+        assert own in keys, f"{name} must track its section {own}"
+        others = [k for k in keys if k != own]
+        assert all(k.startswith("tracking.") for k in others), f"{name} tracks another stage's section: {others}"
+        if others:
+            assert STAGES[family].live_tracking, f"{name} tracks {others} but does not log to MLflow itself"
+
+
+@pytest.mark.parametrize("name", sorted(resolved_stages()))
+def test_stage_commands_call_the_one_cli_with_declared_inputs_and_outputs(name):
+    stage = resolved_stages()[name]
+    argv = shlex.split(stage["cmd"])
+    assert ["-m", "tasks"] == argv[argv.index("-m"):argv.index("-m") + 2]
+    assert argv[argv.index("tasks") + 1] == name.split("@")[0]
+    deps, outs = paths(stage.get("deps")), paths(stage.get("outs"))
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--in":
+            assert value.split("=", 1)[1] in deps, f"{name}: input {value} is not a DVC dep"
+        if flag == "--out":
+            assert value in outs, f"{name}: output {value} is not a DVC out"
+    family = name.split("@")[0]
+    code = STAGES[family].target.split(":")[0].replace(".", "/")
+    assert any(code == d or code.startswith(d.rstrip("/")) or d.startswith(code) for d in deps), \
+        f"{name} must list its own code ({code}) as a dependency"
