@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Section
+
+SOURCES = ("web", "books", "code")
 
 
 class RedisStorage(Section):
@@ -13,23 +15,55 @@ class RedisStorage(Section):
     port: int = Field(6379, ge=1, le=65535)
     db: int = Field(0, ge=0)
     basename: str = "tinyfoundry-lsh"
+    """Key prefix in Redis; each run adds a random suffix and deletes its keys when done."""
 
 
 class DedupConfig(Section):
     shingle_words: int = Field(5, ge=1)
-    """Word n-gram size of the shingles (FineWeb: 5)."""
+    """Word n-gram size of the shingles (FineWeb: 5). A document shorter than this is one shingle."""
     num_perm: int = Field(112, ge=8)
-    bands: int = Field(14, ge=1)
+    """MinHash permutations (FineWeb: 112)."""
+    bands: int = Field(14, ge=2)
+    """LSH bands (FineWeb: 14). With `rows` this sets the S-curve: candidates above ≈ (1/bands)^(1/rows)."""
     rows: int = Field(8, ge=1)
+    """MinHash values per band (FineWeb: 8)."""
+    verify_threshold: float = Field(0.7, gt=0, le=1)
+    """An LSH candidate is a near duplicate only if its Jaccard similarity (see `verify`) reaches this
+    (removes the banding's false positives; FineWeb does not verify)."""
+    verify: Literal["estimate", "exact"] = "estimate"
+    """How candidates are verified: Jaccard estimated from the two signatures (no extra memory), or the
+    exact Jaccard of the two shingle-hash sets (kept in memory: ~4 bytes per distinct shingle)."""
     seed: int = 1
+    """Seed of the MinHash permutations (datasketch `MinHash(seed=...)`)."""
     keep_priority: list[str] = ["books", "code", "web"]
-    """Which member of a duplicate cluster is kept: earlier sources win, then the longer document."""
+    """Which member of a duplicate cluster is kept: earlier sources win, then the longer document,
+    then the smaller id."""
     storage: Literal["memory", "redis"] = "memory"
+    """LSH index storage: compact in-process arrays, or datasketch's Redis storage (shared by machines)."""
     redis: RedisStorage = RedisStorage()
     processes: int = Field(2, ge=1)
+    """Worker processes computing signatures (1: in the stage's own process)."""
+    batch_docs: int = Field(256, ge=1)
+    """Documents per signature task sent to a worker."""
+    shard_docs: int = Field(50_000, ge=1)
+    """Documents per output shard."""
+
+    @field_validator("keep_priority")
+    @classmethod
+    def _known_sources(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"names unknown sources {unknown}; sources are {list(SOURCES)}")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a source twice")
+        return v
 
     @model_validator(mode="after")
     def _bands_rows(self):
         if self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands*rows ({self.bands}*{self.rows}) must not exceed num_perm ({self.num_perm})")
         return self
+
+    def lsh_threshold(self) -> float:
+        """Jaccard similarity where a pair has a 50% chance of sharing a band: ≈ (1/bands)^(1/rows)."""
+        return (1 / self.bands) ** (1 / self.rows)
