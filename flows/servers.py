@@ -4,7 +4,7 @@ Prefect keeps its SQLite database in `.prefect/prefect.db` and MLflow its runs i
 `mlartifacts/` -- the same stores a run without servers writes to, so runs made before the servers were up
 show in the UIs too. While they are up, a `make run` in another shell reports to them when it has
 `PREFECT_API_URL` and `MLFLOW_TRACKING_URI` set (printed at start). Ctrl-C stops both.
-Server logs go to `logs/prefect-server.log` and `logs/mlflow-server.log`.
+Server logs go to `.tinyfoundry/logs/prefect-server.log` and `.tinyfoundry/logs/mlflow-server.log`.
 """
 from __future__ import annotations
 
@@ -124,7 +124,9 @@ def server_process(name: str, cmd: list[str], env: dict[str, str], logfile: Path
     log.info("starting %s server: %s (log %s)", name, " ".join(cmd), logfile)
     with open(logfile, "ab") as out:
         # own session: Ctrl-C in the terminal reaches us only, and stop() can end the server's whole group
-        proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+        # a client setting left in the shell (e.g. from this command's own banner) must not steer the server
+        base = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+        proc = subprocess.Popen(cmd, env={**base, **env}, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         started = time.monotonic()
@@ -152,9 +154,8 @@ def running_servers(root: str | Path = PROJECT_ROOT, prefect_port: int = 4200, m
                       mlflow=f"http://{HOST}:{mlflow_port}")
     penv = {**prefect_env(root), "PREFECT_UI_API_URL": urls.prefect_api,
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}
-    penv.pop("PREFECT_API_URL", None)
     menv = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "DO_NOT_TRACK": "1"}
-    logs = root / "logs"
+    logs = root / ".tinyfoundry" / "logs"
     with ExitStack() as stack:
         # started one after the other: on 2 shared cores two cold starts at once only slow each other down
         stack.enter_context(server_process("MLflow", mlflow_command(root, mlflow_port), menv,

@@ -1,0 +1,378 @@
+"""Run report: `reports/<run>.md` + `.html` + a loss-curve PNG, logged to the run's MLflow parent run.
+
+Built only from what the run left on disk -- `metrics/*.json` (the stats each stage returned, written by the
+CLI) and `data/model/train_curve.csv` -- so it can be rebuilt for any finished run. Stage metrics are
+written by several engineers' stages with their own keys: every section shows what exists and says what
+is missing instead of failing.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from tasks.atomic import atomic_write_text
+from tasks.tracking import flatten, tracking_uri
+
+log = logging.getLogger("tinyfoundry.report")
+
+SOURCES = ("web", "books", "code")
+# Zero-shot reference numbers (fractions). Pythia-70M: EleutherAI's Pythia paper, acc;
+# TinyLlama-1.1B: its model card (PIQA/HellaSwag/OBQA, acc_norm).
+REFERENCES: dict[str, dict[str, float]] = {
+    "Pythia-70M": {"piqa": 0.595, "lambada_openai": 0.185, "winogrande": 0.528, "arc_easy": 0.374},
+    "TinyLlama-1.1B": {"piqa": 0.7329, "hellaswag": 0.5920, "openbookqa": 0.360},
+}
+TASK_ALIASES = {"obqa": "openbookqa", "arc_e": "arc_easy", "arc-e": "arc_easy", "lambada": "lambada_openai"}
+# which of our metrics sits beside the reference numbers, best first
+EVAL_METRIC_ORDER = ("acc_norm", "acc")
+# (key in a stage's stats, unit shown) -- first one present wins; dotted keys reach into nested stats
+IN_KEYS = (("docs_in", "docs"), ("documents_in", "docs"), ("files_in", "files"), ("files", "files"),
+           ("tokens_in", "tokens"), ("encoded_bytes", "bytes"))
+OUT_KEYS = (("docs_out", "docs"), ("docs_kept", "docs"), ("kept", "docs"), ("documents_out", "docs"),
+            ("train_tokens", "tokens"), ("train.tokens", "tokens"), ("tokens_out", "tokens"), ("tokens", "tokens"),
+            ("train_shards", "shards"), ("shards", "shards"), ("bytes", "bytes"))
+DROP_KEYS = ("dropped", "rejected_by_reason", "reject_reasons", "drop_reasons", "skipped_by_reason", "rejects")
+DROP_COUNTS = ("exact_dups", "near_dups", "docs_rejected", "skipped")
+
+
+def _load_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        log.warning("report: cannot read %s (%s); its section is left out", path, e)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
+            return f"{v:.3g}"
+        return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.4g}"
+    return str(v).replace("|", "\\|")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _count(stats: dict, keys: tuple[tuple[str, str], ...]) -> str | None:
+    flat = flatten(stats)
+    for key, unit in keys:
+        value = flat.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return f"{_fmt(value)} {unit}"
+    return None
+
+
+METRICS_ALIASES = {"evaluate": "eval.json"}  # dvc.yaml passes `--metrics metrics/eval.json` to evaluate
+
+
+def metrics_file(root: Path, stage: str) -> Path:
+    """`ingest@web` -> metrics/ingest_web.json (the CLI's naming), or the name dvc.yaml gives the stage."""
+    name, _, source = stage.partition("@")
+    default = root / "metrics" / (f"{name}_{source}.json" if source else f"{name}.json")
+    alias = root / "metrics" / METRICS_ALIASES.get(stage, default.name)
+    return default if default.exists() or not alias.exists() else alias
+
+
+def _throughput(stats: dict, seconds: float | None) -> str | None:
+    for key, value in stats.items():
+        if key.endswith(("_per_s", "_per_sec", "_per_second")) and isinstance(value, (int, float)):
+            unit = key.rsplit("_per_", 1)[0].replace("_", " ")
+            return f"{_fmt(float(value))} {'MB' if unit == 'mb' else unit}/s"
+    if not seconds:
+        return None
+    for key, unit, scale in (("docs_in", "docs", 1), ("tokens", "tokens", 1), ("bytes_in", "MB", 1e6),
+                             ("bytes_out", "MB", 1e6), ("bytes", "MB", 1e6)):
+        if isinstance(stats.get(key), (int, float)):
+            return f"{_fmt(stats[key] / scale / seconds)} {unit}/s"
+    return None
+
+
+def _drops(stats: dict) -> str:
+    for key in DROP_KEYS:
+        value = stats.get(key)
+        if isinstance(value, dict) and value:
+            counts = {k: v for k, v in flatten(value).items() if isinstance(v, (int, float))}
+            top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            shown = ", ".join(f"{k} {_fmt(v)}" for k, v in top[:4])
+            return shown + (f", +{len(top) - 4} more" if len(top) > 4 else "")
+    counts = [(k, stats[k]) for k in DROP_COUNTS if isinstance(stats.get(k), (int, float))]
+    return ", ".join(f"{k} {_fmt(v)}" for k, v in counts)
+
+
+def stage_rows(root: Path, run: dict) -> list[list[Any]]:
+    """One row per stage of the run, plus any metrics file of a stage the run did not list."""
+    listed = [s for s in run.get("stages", []) if isinstance(s, dict) and s.get("stage")]
+    seen = {metrics_file(root, s["stage"]).name for s in listed}
+    extra = sorted(p for p in (root / "metrics").glob("*.json") if p.name not in seen)
+    entries = [(s["stage"], s.get("status", "?"), s.get("seconds", s.get("task_seconds")), metrics_file(root, s["stage"]))
+               for s in listed]
+    entries += [(p.stem.replace("_", "@", 1) if p.stem.split("_")[-1] in SOURCES + ("eval",) else p.stem,
+                 "not in run", None, p) for p in extra]
+    rows = []
+    for stage, status, run_seconds, path in entries:
+        stats = (_load_json(path) or {}) if path.exists() else {}
+        seconds = stats.get("seconds", run_seconds)
+        rows.append([stage, status if stats or status == "skipped" else f"{status} (no metrics)",
+                     _count(stats, IN_KEYS), _count(stats, OUT_KEYS), _drops(stats), seconds,
+                     _throughput(stats, seconds)])
+    return rows
+
+
+def _scalars(stats: dict, skip: tuple[str, ...] = ()) -> list[list[Any]]:
+    return [[k, v] for k, v in sorted(flatten(stats).items())
+            if not isinstance(v, (list, dict)) and not k.startswith(skip)]
+
+
+def mix_section(stats: dict) -> str:
+    """Per-source dicts (`{"tokens": {"web": .., "code": ..}}`) as a table; other scalars below it."""
+    per_source = {k: v for k, v in stats.items()
+                  if isinstance(v, dict) and v and set(v) <= set(SOURCES) | {"text", "total"}}
+    parts = []
+    if stats.get("within_tolerance") is False:
+        parts.append(f"**Warning: the realised mix is outside its tolerance of the target** "
+                     f"(deviation {_fmt(stats.get('realised_deviation'))}).")
+    if per_source:
+        sources = [s for s in (*SOURCES, "text", "total") if any(s in v for v in per_source.values())]
+        parts.append(_table(["", *sources], [[k, *(v.get(s) for s in sources)] for k, v in per_source.items()]))
+    rest = _scalars({k: v for k, v in stats.items() if k not in per_source})
+    if rest:
+        parts.append(_table(["metric", "value"], rest))
+    return "\n\n".join(parts)
+
+
+def _canonical_task(name: str) -> str:
+    name = name.lower().strip()
+    return TASK_ALIASES.get(name, name)
+
+
+def eval_scores(stats: dict) -> dict[str, dict[str, float]]:
+    """{task: {metric: value}} from flat (`piqa/acc_norm`, `piqa.acc`) or nested eval metrics."""
+    scores: dict[str, dict[str, float]] = {}
+    for key, value in flatten(stats).items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        parts = key.replace("/", ".").split(".")
+        if len(parts) < 2:
+            continue
+        parts = [p for p in parts if p not in ("results", "tasks", "metrics")]
+        if len(parts) >= 2:
+            task, metric = _canonical_task(parts[-2]), parts[-1].split(",")[0]  # lm-eval's "acc,none"
+            scores.setdefault(task, {})[metric] = float(value)
+    return scores
+
+
+def eval_section(stats: dict) -> str:
+    scores = eval_scores(stats)
+    tasks = [t for t in scores if any(m in scores[t] for m in EVAL_METRIC_ORDER)]
+    tasks += [t for ref in REFERENCES.values() for t in ref if t not in tasks]
+    rows = []
+    for task in tasks:
+        ours = scores.get(task, {})
+        metric = next((m for m in EVAL_METRIC_ORDER if m in ours), None)
+        err = ours.get(f"{metric}_stderr")
+        shown = f"{ours[metric]:.3f}{f' ± {err:.3f}' if err is not None else ''} ({metric})" if metric else "not run"
+        rows.append([task, shown,
+                     *(f"{ref[task]:.3f}" if task in ref else "–" for ref in REFERENCES.values())])
+    text = _table(["task", "tinyfoundry", *REFERENCES], rows)
+    text += ("\n\nReferences are zero-shot: Pythia-70M acc (Pythia paper), TinyLlama-1.1B acc_norm (model card).")
+    other = [[f"{t}/{m}", v] for t, ms in sorted(scores.items()) for m, v in sorted(ms.items())
+             if t not in tasks or m.removesuffix("_stderr") not in EVAL_METRIC_ORDER]
+    other += [[k, v] for k, v in _scalars(stats) if "/" not in k and "." not in k]
+    if other:
+        text += "\n\n" + _table(["other eval metric", "value"], other)
+    return text
+
+
+def read_curve(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """Columns of train_curve.csv as (step, value) series, skipping empty or non-numeric cells."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                step = float(row.get("step") or "nan")
+            except ValueError:
+                continue
+            for col, cell in row.items():
+                if col == "step" or col is None or cell in (None, ""):
+                    continue
+                try:
+                    value = float(cell)
+                except ValueError:
+                    continue
+                if math.isfinite(step) and math.isfinite(value):
+                    series.setdefault(col, []).append((step, value))
+    return series
+
+
+def plot_curve(series: dict[str, list[tuple[float, float]]], out: Path, title: str) -> Path | None:
+    losses = {k: v for k, v in series.items() if "loss" in k and v}
+    if not losses:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_lr = bool(series.get("lr"))
+    fig, axes = plt.subplots(2 if has_lr else 1, 1, figsize=(7, 5 if has_lr else 3.5), sharex=True,
+                             squeeze=False, gridspec_kw={"height_ratios": [3, 1]} if has_lr else None)
+    ax = axes[0][0]
+    for name, points in sorted(losses.items()):
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=name)
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if has_lr:
+        xs, ys = zip(*series["lr"])
+        axes[1][0].plot(xs, ys, color="gray")
+        axes[1][0].set_ylabel("lr")
+        axes[1][0].grid(alpha=0.3)
+    axes[-1][0].set_xlabel("step")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return out
+
+
+def _links(run: dict, root: Path) -> list[list[str]]:
+    rows = [["MLflow run id", run.get("mlflow_run_id") or "–"],
+            ["Prefect flow-run id", run.get("prefect_flow_run_id") or "–"]]
+    mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if run.get("mlflow_run_id") and mlflow_uri.startswith("http"):
+        try:
+            from mlflow.tracking import MlflowClient
+
+            exp = MlflowClient(mlflow_uri).get_run(run["mlflow_run_id"]).info.experiment_id
+            rows.append(["MLflow UI", f"{mlflow_uri.rstrip('/')}/#/experiments/{exp}/runs/{run['mlflow_run_id']}"])
+        except Exception as e:  # the report must not fail because the server is gone
+            log.warning("report: cannot look up MLflow run %s (%s)", run["mlflow_run_id"], e)
+    prefect_api = os.environ.get("PREFECT_API_URL", "")
+    if run.get("prefect_flow_run_id") and prefect_api.startswith("http"):
+        ui = prefect_api.rstrip("/").removesuffix("/api")
+        rows.append(["Prefect UI", f"{ui}/runs/flow-run/{run['prefect_flow_run_id']}"])
+    return rows
+
+
+def render_markdown(root: Path, run: dict, png: Path | None) -> str:
+    name = run.get("name", "run")
+    out = [f"# tinyfoundry run report: {name}", ""]
+    summary = [["wall time (s)", run.get("wall_seconds")], ["orchestration overhead", run.get("overhead_fraction")],
+               ["stages run", sum(1 for s in run.get("stages", []) if s.get("status") == "ran")],
+               ["stages skipped (up to date)", sum(1 for s in run.get("stages", []) if s.get("status") == "skipped")]]
+    out += [_table(["run", "value"], summary + _links(run, root)), ""]
+    out += ["## Stages", "", _table(["stage", "status", "in", "out", "dropped (top reasons)", "seconds",
+                                     "throughput"], stage_rows(root, run)), ""]
+    sections = [("Realised mix", "mix.json", mix_section),
+                ("Tokenizer", "tokenizer.json", lambda s: _table(["metric", "value"], _scalars(s))),
+                ("Training", "train.json", lambda s: _table(["metric", "value"], _scalars(s))),
+                ("Evaluation", "eval.json", eval_section)]
+    for title, fname, render in sections:
+        out += [f"## {title}", ""]
+        if fname == "eval.json" and not (root / "metrics" / fname).exists():
+            fname = "evaluate.json"  # the CLI's default name when dvc.yaml passes no --metrics
+        stats = _load_json(root / "metrics" / fname) if (root / "metrics" / fname).exists() else None
+        body = render(stats) if stats else ""
+        if title == "Evaluation" and not stats:
+            body = eval_section({})
+        out += [body or f"_No metrics/{fname} in this run._", ""]
+        if title == "Training":
+            out += [f"![loss curve]({png.name})" if png else "_No data/model/train_curve.csv with losses._", ""]
+    return "\n".join(out)
+
+
+CSS = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}"
+       "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
+       "th{background:#f3f3f3}td:nth-child(n+3){font-variant-numeric:tabular-nums}img{max-width:100%}")
+
+
+def render_html(markdown: str, title: str, png: Path | None) -> str:
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    if png:  # one self-contained file: the PNG inline, so the HTML artifact opens anywhere
+        data = base64.b64encode(png.read_bytes()).decode()
+        body = body.replace(f'src="{png.name}"', f'src="data:image/png;base64,{data}"')
+    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head>\n<body>\n{body}</body></html>\n")
+
+
+def log_to_mlflow(root: Path, run_id: str, paths: list[Path]) -> bool:
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri(None, root))
+        for path in paths:
+            client.log_artifact(run_id, str(path), "report")
+    except Exception as e:  # a tracking outage must not lose the report on disk
+        log.warning("report: could not log to MLflow run %s (%s); the files are still in %s", run_id, e,
+                    paths[0].parent)
+        return False
+    return True
+
+
+def write_report(root: str | Path, run: dict) -> dict:
+    """Write reports/<run>.md, .html and -loss.png from metrics/ and the training curve; log them to MLflow."""
+    root = Path(root).resolve()
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(run.get("name") or "run"))
+    reports = root / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    curve = root / "data" / "model" / "train_curve.csv"
+    png = None
+    if curve.exists():
+        try:
+            png = plot_curve(read_curve(curve), reports / f"{name}-loss.png", f"{name}: training loss")
+        except (OSError, csv.Error) as e:
+            log.warning("report: cannot read %s (%s); no loss curve", curve, e)
+    md = render_markdown(root, run, png)
+    md_path, html_path = reports / f"{name}.md", reports / f"{name}.html"
+    atomic_write_text(md_path, md)
+    atomic_write_text(html_path, render_html(md, f"tinyfoundry run {name}", png))
+    files = [md_path, html_path] + ([png] if png else [])
+    logged = bool(run.get("mlflow_run_id")) and log_to_mlflow(root, run["mlflow_run_id"], files)
+    log.info("report: wrote %s (+ .html%s)%s", md_path, ", loss curve" if png else "",
+             f", logged to MLflow run {run['mlflow_run_id']}" if logged else "")
+    return {"markdown": str(md_path), "html": str(html_path), "loss_png": str(png) if png else None,
+            "logged_to_mlflow": logged}
+
+
+def run_summary(root: str | Path, report: dict, model_name: str = "tinyfoundry-llama",
+                prefect_ui: str | None = None, mlflow_ui: str | None = None) -> str:
+    """The few lines `make run` ends with: where artifacts, report and model are, and how to open the UIs."""
+    root = Path(root).resolve()
+    prefect_ui = prefect_ui or os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or None
+    mlflow_uri = mlflow_ui or os.environ.get("MLFLOW_TRACKING_URI", "")
+    mlflow_ui = mlflow_uri if mlflow_uri.startswith("http") else None
+    lines = ["", "Run finished.",
+             f"  artifacts: {root / 'data'}  (DVC outputs; metrics in {root / 'metrics'})",
+             f"  report:    {report.get('html') or report.get('markdown')}",
+             f"  model:     {root / 'data' / 'model'}  (MLflow registry: models:/{model_name}@champion)"]
+    if prefect_ui or mlflow_ui:
+        lines += [f"  Prefect UI: {prefect_ui or '(not used)'}", f"  MLflow UI:  {mlflow_ui or '(not used)'}"]
+    else:
+        lines += ["  UIs:       `make ui` starts Prefect (http://127.0.0.1:4200) and MLflow (http://127.0.0.1:5000)",
+                  "             on this project's stores; this run shows there."]
+    lines.append("  loss plot: `dvc plots show` (writes dvc_plots/index.html)")
+    return "\n".join(lines) + "\n"
