@@ -13,6 +13,7 @@ from tasks.atomic import atomic_write_json
 
 
 def run(args) -> int:
+    from prefect import tags
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from flows.pipeline import pipeline
@@ -27,7 +28,8 @@ def run(args) -> int:
     t0 = time.time()
     flow = pipeline.with_options(name=cfg.flow.name,
                                  task_runner=ThreadPoolTaskRunner(max_workers=cfg.flow.max_parallel_stages))
-    summary = flow(root=str(root), force=args.force, started=time.strftime("%Y%m%d-%H%M%S"))
+    with tags("tinyfoundry"):
+        summary = flow(root=str(root), force=args.force, started=time.strftime("%Y%m%d-%H%M%S"))
     summary["process_wall_seconds"] = round(time.time() - t0, 2)
     record = root / ".tinyfoundry" / "runs" / f"{summary['flow_run_name']}.json"
     atomic_write_json(record, summary)
@@ -42,17 +44,16 @@ def run(args) -> int:
 
 
 def print_summary(root: Path, s: dict) -> None:
+    from tasks.report import run_summary
+
     print()
     print(f"tinyfoundry: pipeline finished in {s['wall_seconds']:.0f} s "
           f"({len(s['ran'])} stages ran, {len(s['skipped'])} up to date; "
-          f"orchestration overhead {100 * s['overhead_fraction']:.1f}% of wall time)")
-    print(f"  data and models : {root / 'data'}  (versioned by DVC: `dvc status`, `dvc metrics show`, `dvc plots show`)")
-    print(f"  final model     : {root / 'data' / 'model'}  (registered in MLflow; alias `champion` = best so far)")
-    report = (s.get("report") or {}).get("markdown")
-    if report:
-        print(f"  run report      : {report}")
-    print(f"  MLflow run      : {s['mlflow_run_id']}  — open the UIs with `make ui` (Prefect :4200, MLflow :5000)")
-    print(f"  Prefect run     : {s['flow_run_name']} ({s['prefect_flow_run_id']})")
+          f"orchestration overhead {100 * s['overhead_fraction']:.1f}% of the flow's wall time)")
+    print(run_summary(root, s.get("report") or {}), end="")
+    print(f"  MLflow run:  {s['mlflow_run_id']}   Prefect flow run: {s['flow_run_name']} ({s['prefect_flow_run_id']})")
+    for error in s.get("tracking_errors", []):
+        print(f"  warning: MLflow logging failed: {error}")
 
 
 def serve(args) -> int:

@@ -44,11 +44,19 @@ class Tracking:
     def log_later(self, node: StageNode, root: Path) -> None:
         self.pending.append(self.pool.submit(lambda: log_stage_to_mlflow(node, root, self.parent.result())))
 
-    def close(self) -> str:
+    def close(self) -> tuple[str | None, list[str]]:
+        """Wait for the logging; a tracking failure is reported, not turned into a failed pipeline."""
+        errors = []
         for fut in self.pending:
-            fut.result()
+            try:
+                fut.result()
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"{type(e).__name__}: {e}")
         self.pool.shutdown()
-        return self.parent.result()
+        try:
+            return self.parent.result(), errors
+        except Exception as e:  # noqa: BLE001
+            return None, [*errors, f"parent run: {type(e).__name__}: {e}"]
 
 
 _tracking: dict[str, Tracking] = {}  # flow run id → its Tracking (task threads share the flow's process)
@@ -88,7 +96,8 @@ def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False
     proc = subprocess.Popen(node.cmd, shell=True, cwd=root_path, env=stage_env(parent, timing_file),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     for raw in proc.stdout:
-        for line in raw.replace("\r", "\n").splitlines():
+        # A progress bar redraws with \r: log only its latest state (tqdm's TQDM_MININTERVAL paces the rest).
+        for line in (segment.rsplit("\r", 1)[-1] for segment in raw.split("\n")):
             if line.strip():
                 tail.append(line)
                 logger.info("%s | %s", node.name, line)
@@ -180,7 +189,9 @@ def pipeline(root: str = ".", force: bool = False, started: str = "") -> dict:
             failed.append(name)
             logger.error("stage %s did not complete: %s", name, e)
     reorder_lock(root_path, [n.name for n in nodes])
-    parent = _tracking.pop(flow_key).close()
+    parent, tracking_errors = _tracking.pop(flow_key).close()
+    for error in tracking_errors:
+        logger.warning("MLflow logging failed (the stages' outputs are fine): %s", error)
     wall = time.time() - t0
     busy = busy_seconds(results)
     summary = {
@@ -191,6 +202,7 @@ def pipeline(root: str = ".", force: bool = False, started: str = "") -> dict:
         "ran": [r["stage"] for r in results if r["status"] == "ran"],
         "skipped": [r["stage"] for r in results if r["status"] == "skipped"],
         "failed": failed,
+        "tracking_errors": tracking_errors,
         "stages": results,
     }
     finish_parent_run(parent, {k: summary[k] for k in ("wall_seconds", "stage_busy_seconds", "overhead_seconds",

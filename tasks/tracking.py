@@ -7,6 +7,7 @@ Stage code logs through `log_metrics`/`log_artifact`, which do nothing when no r
 from __future__ import annotations
 
 import os
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,9 +36,12 @@ def setup(experiment: str, configured_uri: str | None = None, root: str | Path |
 
     uri = tracking_uri(configured_uri, root)
     mlflow.set_tracking_uri(uri)
-    if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(experiment) is None:
-        artifacts = (Path(root or Path.cwd()).resolve() / "mlartifacts").as_uri()
-        mlflow.create_experiment(experiment, artifact_location=artifacts)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        # A local store keeps artifacts in the project; a server decides for itself. The kind tag makes the
+        # MLflow UI open the experiment on its training-runs page rather than the GenAI overview.
+        artifacts = (Path(root or Path.cwd()).resolve() / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+        mlflow.create_experiment(experiment, artifact_location=artifacts,
+                                 tags={"mlflow.experimentKind": "custom_model_development"})
     mlflow.set_experiment(experiment)
     return mlflow
 
@@ -53,8 +57,18 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def mlflow_key(key: str) -> str:
+    """MLflow names allow only alphanumerics, `_ - . / :` and spaces (a config key like `languages.c++` does not)."""
+    return re.sub(r"[^\w\-. /:]", "_", key)
+
+
 def numeric(d: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in flatten(d).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {mlflow_key(k): float(v) for k, v in flatten(d).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def param_strings(d: dict) -> dict[str, str]:
+    return {mlflow_key(k): str(v)[:500] for k, v in flatten(d).items()}
 
 
 @contextmanager
@@ -70,7 +84,7 @@ def stage_run(stage: str, params: dict, tags: dict | None = None, experiment: st
     if parent:
         run_tags["mlflow.parentRunId"] = parent
     with mlflow.start_run(run_name=stage, tags=run_tags) as run:
-        params = {k: str(v)[:500] for k, v in flatten(params).items()}
+        params = param_strings(params)
         if params:
             mlflow.log_params(params)
         yield run
@@ -112,7 +126,7 @@ def log_finished_stage(stage: str, params: dict, stats: dict, metrics_file: str 
     now = int(time.time() * 1000)
     client.log_batch(run_id,
                      metrics=[Metric(k, v, now, 0) for k, v in numeric(stats).items()],
-                     params=[Param(k, str(v)[:500]) for k, v in flatten(params).items()])
+                     params=[Param(k, v) for k, v in param_strings(params).items()])
     if Path(metrics_file).exists():
         client.log_artifact(run_id, str(metrics_file))
     client.set_terminated(run_id, "FINISHED")
