@@ -2,7 +2,8 @@
 
 It loads params.yaml (validated before any work), hands the stage only its own section, times the
 stage function, writes `metrics/<stage>[_<source>].json` and logs the stage to MLflow (rank 0 only).
-Other commands: `validate`, `profile FILE` (prints `dvc exp run` arguments), `generate`.
+Other commands: `validate`, `profile FILE` (prints `dvc exp run` arguments), `generate --prompt TEXT`
+(completes with `models:/<name>@champion`), `evaluate --model models:/<name>@<alias|version>`.
 """
 from __future__ import annotations
 
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if argv and argv[0] in COMMANDS:
         return load_target(COMMANDS[argv[0]])(argv[1:]) or 0
+    if argv[:1] == ["evaluate"] and any(a == "--model" or a.startswith("--model=") for a in argv[1:]):
+        # Evaluate a registered version (models:/<name>@<alias|version>) rather than the pipeline's data/model.
+        return load_target("tasks.evaluate.cli:evaluate_model_main")(argv[1:]) or 0
 
     parser = argparse.ArgumentParser(prog="python -m tasks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
