@@ -41,7 +41,6 @@ def run_stage(name: str, source: str | None, inputs: dict[str, Path], output: Pa
     if spec.sources and source not in spec.sources:
         raise SystemExit(f"stage {name} needs a source, one of {', '.join(spec.sources)}; got {source!r}")
     section = cfg.section(spec.section.format(source=source))
-    func = load_target(spec.target)
     label = f"{name}@{source}" if source else name
     metrics_file = metrics_file or metrics_path(name, source)
     # Under the flow, stages that do not log live are logged by the flow process (MLflow already loaded
@@ -49,14 +48,15 @@ def run_stage(name: str, source: str | None, inputs: dict[str, Path], output: Pa
     tracked_here = spec.live_tracking or not os.environ.get(FLOW_ENV)
     run_ctx = stage_run(label, section.model_dump(), {"source": source or ""}, cfg.tracking.experiment,
                         cfg.tracking.tracking_uri) if tracked_here else nullcontext()
-    with run_ctx:
+    with run_ctx as run:
         log.info("stage %s: starting (output %s)", label, output)
-        started = time.time()
-        stats = func(section, inputs, output) or {}
+        started = time.time()  # the stage's time includes importing its own libraries
+        stats = load_target(spec.target)(section, inputs, output) or {}
         ended = time.time()
         stats = {**stats, "seconds": round(ended - started, 3)}
         if spec.after and is_rank_zero():
-            stats.update(load_target(spec.after)(cfg.tracking, output, stats) or {})
+            with run.active() if run is not None else nullcontext():
+                stats.update(load_target(spec.after)(cfg.tracking, output, stats) or {})
         if is_rank_zero():
             atomic_write_json(metrics_file, stats)
             if tracked_here:

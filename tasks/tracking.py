@@ -6,9 +6,11 @@ Stage code logs through `log_metrics`/`log_artifact`, which do nothing when no r
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -71,27 +73,105 @@ def param_strings(d: dict) -> dict[str, str]:
     return {mlflow_key(k): str(v)[:500] for k, v in flatten(d).items()}
 
 
+class BackgroundRun:
+    """One stage's MLflow run, driven by a single background thread: MLflow's import, the run's creation and
+    every logging call happen there, in order, so the stage itself never waits on the tracking store."""
+
+    def __init__(self, stage: str, params: dict, tags: dict, experiment: str, configured_uri: str | None):
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow-stage")
+        self.run_id: str | None = None
+        self.errors: list[str] = []
+        self._call(self._start, stage, params, tags, experiment, configured_uri)
+
+    def _start(self, stage, params, tags, experiment, configured_uri):
+        mlflow = setup(experiment, configured_uri)
+        from mlflow.entities import Metric, Param
+
+        self._metric = Metric
+        run_tags = {"stage": stage, "tinyfoundry.kind": "stage", **tags}
+        if os.environ.get(PARENT_ENV):
+            run_tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
+        client = mlflow.MlflowClient()
+        experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
+        self.run_id = client.create_run(experiment_id, run_name=stage, tags=run_tags).info.run_id
+        self.client = client
+        params = param_strings(params)
+        for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            chunk = dict(list(params.items())[start:start + 100])
+            client.log_batch(self.run_id, params=[Param(k, v) for k, v in chunk.items()])
+
+    def _call(self, fn, *args):
+        def guarded():
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 — tracking trouble must not kill a training run
+                self.errors.append(f"{type(e).__name__}: {e}")
+                logging.getLogger("tinyfoundry.tracking").warning("MLflow logging failed: %s", e)
+        self.pool.submit(guarded)
+
+    def log_metrics(self, metrics: dict, step: int | None) -> None:
+        values = numeric(metrics)
+        now = int(time.time() * 1000)
+        self._call(lambda: self.client.log_batch(self.run_id, metrics=[self._metric(k, v, now, step or 0)
+                                                                      for k, v in values.items()]))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None) -> None:
+        def upload():
+            if Path(path).is_dir():
+                self.client.log_artifacts(self.run_id, str(path), artifact_path)
+            elif Path(path).exists():
+                self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self._call(upload)
+
+    def flush(self) -> None:
+        self.pool.submit(lambda: None).result()
+
+    @contextmanager
+    def active(self) -> Iterator[Any]:
+        """Make the run MLflow's active run in this thread (for registry work after the stage function)."""
+        import mlflow
+
+        self.flush()
+        if self.run_id is None:
+            yield None
+            return
+        with mlflow.start_run(run_id=self.run_id, nested=bool(os.environ.get(PARENT_ENV))) as run:
+            yield run
+
+    def close(self, failed: bool) -> None:
+        self.flush()
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+        self.pool.shutdown()
+
+
+_current: BackgroundRun | None = None
+
+
 @contextmanager
 def stage_run(stage: str, params: dict, tags: dict | None = None, experiment: str = "tinyfoundry",
-              configured_uri: str | None = None) -> Iterator[Any]:
-    """A nested MLflow run for one stage (or a top-level one without a parent). Yields None off rank 0."""
+              configured_uri: str | None = None) -> Iterator[BackgroundRun | None]:
+    """The stage's (nested) MLflow run, opened in the background; yields None off rank 0."""
+    global _current
     if not is_rank_zero():
         yield None
         return
-    mlflow = setup(experiment, configured_uri)
-    parent = os.environ.get(PARENT_ENV)
-    run_tags = {"stage": stage, "tinyfoundry.kind": "stage", **(tags or {})}
-    if parent:
-        run_tags["mlflow.parentRunId"] = parent
-    with mlflow.start_run(run_name=stage, tags=run_tags) as run:
-        params = param_strings(params)
-        if params:
-            mlflow.log_params(params)
+    _current = run = BackgroundRun(stage, params, tags or {}, experiment, configured_uri)
+    failed = True
+    try:
         yield run
+        failed = False
+    finally:
+        _current = None
+        run.close(failed)
 
 
 def log_metrics(metrics: dict, step: int | None = None) -> None:
+    """Queue metrics on the stage's run (returns at once); nothing happens off rank 0 or without a run."""
     if not is_rank_zero():
+        return
+    if _current is not None:
+        _current.log_metrics(metrics, step)
         return
     import mlflow
 
@@ -101,6 +181,9 @@ def log_metrics(metrics: dict, step: int | None = None) -> None:
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     if not is_rank_zero():
+        return
+    if _current is not None:
+        _current.log_artifact(path, artifact_path)
         return
     import mlflow
 

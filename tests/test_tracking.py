@@ -5,7 +5,7 @@ import json
 
 import mlflow
 
-from tasks.tracking import log_finished_stage, mlflow_key, setup, stage_run
+from tasks.tracking import log_finished_stage, log_metrics, mlflow_key, setup, stage_run
 
 
 def test_finished_stage_is_logged_as_a_child_run_with_sanitised_keys(tmp_path, mlflow_uri):
@@ -26,13 +26,23 @@ def test_finished_stage_is_logged_as_a_child_run_with_sanitised_keys(tmp_path, m
     assert [a.path for a in client.list_artifacts(run_id)] == ["ingest_code.json"]
 
 
-def test_stage_run_nests_under_the_parent_from_the_environment(tmp_path, mlflow_uri, monkeypatch):
+def test_stage_run_nests_under_the_parent_and_logs_queued_metrics_in_order(tmp_path, mlflow_uri, monkeypatch):
     mlflow_ = setup("unit", root=tmp_path)
-    parent = mlflow_.MlflowClient().create_run(mlflow_.get_experiment_by_name("unit").experiment_id).info.run_id
+    client = mlflow_.MlflowClient()
+    parent = client.create_run(mlflow_.get_experiment_by_name("unit").experiment_id).info.run_id
     monkeypatch.setenv("TINYFOUNDRY_PARENT_RUN_ID", parent)
     with stage_run("train", {"model": {"preset": "10m"}}, experiment="unit") as run:
-        child = run.info.run_id
-    assert mlflow_.MlflowClient().get_run(child).data.tags["mlflow.parentRunId"] == parent
+        for step in range(5):
+            log_metrics({"loss": 10.0 - step}, step=step)  # queued; the stage does not wait for MLflow
+        with run.active() as active:  # registry work after the stage function sees the run as active
+            assert mlflow_.active_run().info.run_id == active.info.run_id
+        child = run.run_id
+    finished = client.get_run(child)
+    assert finished.data.tags["mlflow.parentRunId"] == parent
+    assert finished.data.params == {"model.preset": "10m"}
+    assert finished.info.status == "FINISHED"
+    history = client.get_metric_history(child, "loss")
+    assert [(m.step, m.value) for m in history] == [(s, 10.0 - s) for s in range(5)]
 
 
 def test_stage_run_is_silent_off_rank_zero(mlflow_uri, monkeypatch):
