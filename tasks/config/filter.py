@@ -1,35 +1,154 @@
-"""filter: datatrove heuristics per source plus a fastText quality classifier."""
+"""filter: datatrove heuristics per source plus a fastText quality classifier (DCLM-style)."""
 from __future__ import annotations
 
-from pydantic import Field
+import inspect
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from .base import Section
 from .executor import ExecutorConfig
 
+# Heuristic name -> "module:Class" of the filter it builds; params are that class's keyword arguments.
+# Import paths stay strings so loading params.yaml never imports datatrove/spaCy.
+HEURISTICS: dict[str, str] = {
+    "gopher_quality": "datatrove.pipeline.filters.gopher_quality_filter:GopherQualityFilter",
+    "gopher_repetition": "datatrove.pipeline.filters.gopher_repetition_filter:GopherRepetitionFilter",
+    "c4": "datatrove.pipeline.filters.c4_filters:C4QualityFilter",
+    "fineweb_quality": "datatrove.pipeline.filters.fineweb_quality_filter:FineWebQualityFilter",
+    "language": "tasks.filter.heuristics:OfflineLanguageFilter",
+    "code": "tasks.filter.heuristics:CodeQualityFilter",
+}
+PROSE_HEURISTICS = {"gopher_quality", "gopher_repetition", "c4", "fineweb_quality"}
+SOURCES = ("web", "books", "code")
+_SELECTOR = re.compile(r"^(web|books|code)(:(docs|other|rejected|random))?$")
+
+
+def heuristic_class(name: str):
+    import importlib
+
+    module, cls = HEURISTICS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
 
 class ClassifierConfig(Section):
     model_path: str | None = None
-    """Use this existing fastText model instead of training one."""
+    """An existing fastText model file to score with instead of training one (its labels must include
+    `__label__hq`); null trains one from the sources below."""
+    positive_label: str = "hq"
+    """The model's label for high quality (`__label__<this>`); the score is its probability. A trained
+    model uses `hq`/`lq`; DCLM's released model uses `hq`/`cc`."""
     positive_sources: list[str] = ["books", "web:docs"]
-    """High-quality examples: a source name, or `web:docs` for documentation-site pages."""
+    """High-quality examples. A selector is `SOURCE` (documents of that source that passed the heuristics),
+    `SOURCE:docs` (kept pages whose domain is in `docs_domains`), or for raw pages (any other domain)
+    `SOURCE:other` (kept), `SOURCE:rejected` (dropped by the heuristics), `SOURCE:random` (a seeded
+    `random_fraction` of the kept ones). Documentation pages the heuristics drop get no label."""
     negative_sources: list[str] = ["web:rejected", "web:random"]
+    """Low-quality examples, same selectors. A document matching both lists counts as negative."""
+    docs_domains: list[str] = ["docs.python.org", "www.postgresql.org", "postgresql.org", "www.debian.org",
+                               "debian.org"]
+    """Web domains whose pages are documentation text (`web:docs`)."""
+    random_fraction: float = Field(1.0, gt=0, le=1)
+    """Share of `SOURCE:other` pages drawn (seeded) for `SOURCE:random`."""
+    chunk_words: int = Field(200, ge=10)
+    """Documents are cut into chunks of this many words to train and score (books are far longer than a
+    fastText example should be); a document's score is the mean over its chunks."""
+    max_chunks_per_doc: int = Field(8, ge=1)
+    """At most this many chunks (evenly spaced) per document, so one long book cannot dominate."""
+    max_examples_per_class: int = Field(20000, ge=10)
+    """Training chunks per class are capped (seeded sample) at this number."""
+    balance: bool = True
+    """Downsample the larger class's training chunks to the size of the smaller one."""
     heldout_fraction: float = Field(0.2, gt=0, lt=1)
+    """Share of labelled documents (split by a hash of id and seed: deterministic) held out for metrics."""
     seed: int = 0
-    epoch: int = Field(5, ge=1)
-    lr: float = Field(0.5, gt=0)
+    """Seeds the split, the samples and fastText (trained with thread=1, the only deterministic setting)."""
+    epoch: int = Field(25, ge=1)
+    """fastText epochs (the labelled set is small: a few hundred chunks per class on the demo data)."""
+    lr: float = Field(0.3, gt=0)
+    """fastText learning rate; halved and retried (logged) if training diverges to NaN."""
     word_ngrams: int = Field(2, ge=1)
-    dim: int = Field(64, ge=2)
+    """fastText wordNgrams."""
+    dim: int = Field(32, ge=2)
+    min_count: int = Field(2, ge=1)
+    """fastText minCount: words seen fewer times are ignored."""
+    bucket: int = Field(200000, ge=1000)
+    """fastText hash buckets for n-grams (model size grows with it)."""
+
+    @field_validator("positive_sources", "negative_sources")
+    @classmethod
+    def _selectors(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if not _SELECTOR.match(s)]
+        if bad:
+            raise ValueError(f"unknown source selector(s) {bad}: use SOURCE or SOURCE:docs|other|rejected|random "
+                             f"with SOURCE in {SOURCES}")
+        return v
+
+    @model_validator(mode="after")
+    def _classes(self):
+        if self.model_path is None and (not self.positive_sources or not self.negative_sources):
+            raise ValueError("training a classifier needs both positive_sources and negative_sources "
+                             "(or set model_path to an existing model)")
+        return self
 
 
 class SourceFilterConfig(Section):
-    heuristics: list[str] = ["gopher_quality", "gopher_repetition", "c4", "fineweb_quality"]
+    heuristics: dict[str, dict] = {name: {} for name in ("gopher_quality", "gopher_repetition", "c4",
+                                                         "fineweb_quality")}
+    """Heuristic filters run in order, each `name: {keyword arguments of its datatrove filter}`
+    (names: gopher_quality, gopher_repetition, c4, fineweb_quality, language, code)."""
+    heuristics_max_chars: int = Field(0, ge=0)
+    """Heuristics judge a longer document by its first this-many characters (0: the whole text). The
+    Gopher repetition n-gram counts are pure Python: a whole book takes seconds. Text edits a filter makes
+    (C4 drops lines) apply only to documents within the limit."""
+    word_tokenizer: Literal["regex", "spacy"] = "regex"
+    """Word splitting for the prose heuristics: `regex` (fast, whitespace/punctuation words, as Gopher's
+    paper counts them) or `spacy` (datatrove's default: a blank spaCy English pipeline, ~7x slower here)."""
     min_quality_score: float = Field(0.0, ge=0, le=1)
     """Documents whose classifier score is below this are dropped (0 keeps all)."""
+    keep_top_fraction: float | None = Field(None, gt=0, le=1)
+    """Keep only this top share of the source's documents by score (applied with min_quality_score)."""
+
+    @field_validator("heuristics")
+    @classmethod
+    def _known(cls, v: dict[str, dict]) -> dict[str, dict]:
+        for name, kwargs in v.items():
+            if name not in HEURISTICS:
+                raise ValueError(f"unknown heuristic {name!r}; known: {sorted(HEURISTICS)}")
+            if not isinstance(kwargs, dict):
+                raise ValueError(f"heuristic {name!r} needs a mapping of keyword arguments, got {kwargs!r}")
+            if "exclusion_writer" in kwargs:
+                raise ValueError(f"heuristic {name!r}: exclusion_writer is set by the stage, not in params")
+        return v
 
 
 class FilterConfig(Section):
     executor: ExecutorConfig = ExecutorConfig()
     classifier: ClassifierConfig = ClassifierConfig()
-    web: SourceFilterConfig = SourceFilterConfig()
-    books: SourceFilterConfig = SourceFilterConfig(heuristics=["gopher_repetition"])
-    code: SourceFilterConfig = SourceFilterConfig(heuristics=["code"])
+    web: SourceFilterConfig = SourceFilterConfig(heuristics={
+        "gopher_quality": {}, "gopher_repetition": {"dup_line_frac": 0.4},
+        "c4": {"filter_no_terminal_punct": False, "filter_curly_bracket": False},
+        "fineweb_quality": {"line_punct_thr": 0.05, "char_duplicates_ratio": 0.1}}, min_quality_score=0.5)
+    books: SourceFilterConfig = SourceFilterConfig(heuristics={
+        "language": {}, "gopher_repetition": {"dup_para_frac": None, "dup_line_frac": None}},
+        heuristics_max_chars=100000)
+    code: SourceFilterConfig = SourceFilterConfig(heuristics={"code": {}})
+
+    @model_validator(mode="after")
+    def _prose_not_on_code(self):
+        prose = PROSE_HEURISTICS & set(self.code.heuristics)
+        if prose:
+            raise ValueError(f"code.heuristics {sorted(prose)} are prose filters and would drop most code; "
+                             "use the `code` heuristic")
+        return self
+
+    def check_heuristic_kwargs(self) -> None:
+        """Every heuristic's keyword arguments exist on its filter class (imports datatrove: run at stage start)."""
+        for source in SOURCES:
+            for name, kwargs in getattr(self, source).heuristics.items():
+                params = inspect.signature(heuristic_class(name).__init__).parameters
+                unknown = sorted(set(kwargs) - set(params))
+                if unknown:
+                    raise ValueError(f"filter.{source}.heuristics.{name}: unknown argument(s) {unknown}; "
+                                     f"{name} accepts {sorted(p for p in params if p not in ('self', 'exclusion_writer'))}")
