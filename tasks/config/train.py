@@ -9,7 +9,7 @@ from .base import Section
 
 
 class ModelChoice(Section):
-    preset: str = "10m"
+    preset: Literal["10m", "50m", "125m", "tinyllama-1.1b", "gpt2-124m"] = "10m"
     """A preset from models/presets.py: 10m, 50m, 125m, tinyllama-1.1b, gpt2-124m."""
     overrides: dict[str, int | float | bool] = {}
     """Fields of the preset's ModelConfig to change, e.g. {n_layer: 4}."""
@@ -20,7 +20,14 @@ class TrainConfig(Section):
     nproc_per_node: int = Field(1, ge=1)
     """Processes per node for torchrun (read by dvc.yaml's cmd)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA (NCCL) when a GPU is visible, else CPU (gloo)."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Compute dtype under autocast (weights and optimizer stay fp32); auto: bfloat16 on GPU, float32 on CPU."""
     compile: bool = False
+    """torch.compile each transformer block (pays a compile cost up front)."""
+    cpu_threads: int | None = Field(None, ge=1)
+    """Intra-op threads on CPU (torch.set_num_threads); null keeps torch's default (one per core). On a
+    machine shared with other jobs 1 can be several times faster than 2 (spinning OpenMP threads)."""
     seq_len: int = Field(256, ge=8)
     micro_batch_size: int = Field(16, ge=1)
     """Sequences per rank per forward/backward."""
@@ -28,7 +35,9 @@ class TrainConfig(Section):
     """Tokens per optimizer step over all ranks; gradient accumulation makes up the rest."""
     max_steps: int = Field(300, ge=1)
     lr: float = Field(3e-3, gt=0)
+    """Peak learning rate after linear warmup (TinyLlama: 4e-4)."""
     min_lr: float = Field(3e-4, ge=0)
+    """Floor of the cosine decay, reached at max_steps (TinyLlama: 4e-5)."""
     warmup_steps: int = Field(30, ge=0)
     weight_decay: float = Field(0.1, ge=0)
     beta1: float = Field(0.9, gt=0, lt=1)
@@ -37,11 +46,18 @@ class TrainConfig(Section):
     nonfinite: Literal["skip", "stop"] = "skip"
     """What to do when the loss or gradient norm is NaN/inf: skip the optimizer step, or stop."""
     eval_every: int = Field(100, ge=1)
+    """Validation loss and bits per byte every this many steps (and after the last step)."""
     eval_batches: int = Field(8, ge=1)
+    """Micro-batches per rank in one validation pass (the same ones every time)."""
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
+    """Complete checkpoints kept; older ones are deleted after each save."""
     checkpoint_dir: str = "checkpoints"
+    """DCP checkpoints go to `<checkpoint_dir>/<run fingerprint>/step_NNNNNN/`; a run with the same
+    fingerprint (model, data, training params) resumes from its latest complete one."""
+    resume: bool = True
+    """Resume automatically from the latest complete checkpoint of this configuration."""
     seed: int = 1337
     peak_flops: float = Field(1e12, gt=0)
     """Peak FLOP/s of one device, for MFU (H100 bf16 dense: 989e12)."""

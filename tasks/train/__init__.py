@@ -1,0 +1,246 @@
+"""train: token shards → a Llama-style model, FSDP2 under torchrun, resumable from DCP checkpoints.
+
+`torchrun --standalone --nproc-per-node=N -m tasks train --in shards=... --in tokenizer=... --out data/model`
+runs `run_train` on every rank. Rank 0 logs per-step metrics to the stage's MLflow run and writes
+`data/model/` (model.safetensors, config.json, meta.json, tokenizer files, train_curve.csv).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from models import Llama, build_config
+from models.parallelize import parallelize
+from tasks.atomic import atomic_dir
+from tasks.tracking import log_metrics
+
+from . import checkpoint
+from .loader import Manifest, ShardError, TokenLoader
+from .trainer import Trainer, build_optimizer, lr_at, setup_distributed, token_bytes_tensor
+
+log = logging.getLogger("tinyfoundry.train")
+
+# params that do not change what is trained: a run differing only in these resumes the same checkpoints
+CADENCE_KEYS = {"checkpoint_every", "keep_checkpoints", "log_every", "checkpoint_dir", "eval_every", "eval_batches",
+                "peak_flops", "compile", "nonfinite", "resume", "nproc_per_node"}
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_fingerprint(cfg, model_cfg, manifest: Manifest) -> str:
+    """Identifies a training run: model shape, the params that change training, the exact shard set."""
+    params = {k: v for k, v in cfg.model_dump().items() if k not in CADENCE_KEYS}
+    blob = json.dumps({"params": params, "model": model_cfg.to_dict(), "shards": manifest.raw}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def load_token_bytes(tokenizer_dir: Path | None):
+    """UTF-8 byte length of every token id (tasks.tokenizer), for bits per byte; None skips bpb with a warning."""
+    if tokenizer_dir is None or not Path(tokenizer_dir).exists():
+        log.warning("no tokenizer folder given: validation bits per byte is not computed")
+        return None
+    try:
+        from tasks.tokenizer import load_tokenizer, token_byte_lengths
+        return token_byte_lengths(load_tokenizer(tokenizer_dir))
+    except Exception as e:  # noqa: BLE001 — bpb is a metric, never a reason to fail training
+        log.warning("could not load the tokenizer from %s (%s: %s): validation bits per byte is not computed",
+                    tokenizer_dir, type(e).__name__, e)
+        return None
+
+
+def resolve_dtype(cfg, device: torch.device) -> torch.dtype | None:
+    if cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def run_train(cfg, inputs: dict[str, Path], output: Path) -> dict:
+    if "shards" not in inputs:
+        raise ValueError("train needs --in shards=<folder with manifest.json and *.bin>")
+    ctx = setup_distributed(cfg.device)
+    try:
+        return _train(cfg, Path(inputs["shards"]), inputs.get("tokenizer"), Path(output), ctx)
+    finally:
+        if ctx.created and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg, shards: Path, tokenizer_dir: Path | None, output: Path, ctx) -> dict:
+    rank, world, device = ctx.rank, ctx.world_size, ctx.device
+    if cfg.cpu_threads and device.type == "cpu":
+        torch.set_num_threads(cfg.cpu_threads)
+    is_main = rank == 0
+    manifest = Manifest.read(shards)
+    model_cfg = build_config(cfg.model.preset, manifest.vocab_size, **cfg.model.overrides)
+    if cfg.seq_len > model_cfg.max_seq_len:
+        raise ValueError(f"train.seq_len ({cfg.seq_len}) exceeds the model's max_seq_len ({model_cfg.max_seq_len}); "
+                         "lower seq_len or override model.max_seq_len")
+    per_micro = cfg.seq_len * cfg.micro_batch_size * world
+    if cfg.global_batch_tokens % per_micro:
+        raise ValueError(f"train.global_batch_tokens ({cfg.global_batch_tokens}) must be a multiple of "
+                         f"seq_len × micro_batch_size × world size ({per_micro}) at world size {world}")
+    accum = cfg.global_batch_tokens // per_micro
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank, then sharded
+    model = Llama(model_cfg).to(device)
+    n_params = model.num_params()
+    if cfg.compile:
+        for block in model.layers:
+            block.compile()
+    amp_dtype = resolve_dtype(cfg, device)
+    parallelize(model, ctx_mesh(device, world))
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+    trainer = Trainer(model, optimizer, grad_clip=cfg.grad_clip, nonfinite=cfg.nonfinite, amp_dtype=amp_dtype,
+                      device=device)
+    train_loader = TokenLoader(shards, "train", cfg.micro_batch_size, cfg.seq_len, rank, world, seed=cfg.seed,
+                               device=device)
+    val_loader = None
+    try:
+        val_loader = TokenLoader(shards, "val", cfg.micro_batch_size, cfg.seq_len, rank, world, shuffle=False,
+                                 device=device)
+    except ShardError as e:
+        log.warning("no validation: %s", e)
+    token_bytes = token_bytes_tensor(load_token_bytes(tokenizer_dir), model_cfg.vocab_size, device)
+
+    fingerprint = run_fingerprint(cfg, model_cfg, manifest)
+    ckpt_root = Path(cfg.checkpoint_dir) / fingerprint
+    meta_base = {"fingerprint": fingerprint, "model_config": model_cfg.to_dict(), "preset": cfg.model.preset,
+                 "params": cfg.model_dump(), "git_commit": git_commit(), "world_size": world,
+                 "tokenizer_sha256": manifest.tokenizer_sha256}
+    step, tokens_seen, curve = 0, 0, []
+    resumed_from = None
+    if cfg.resume and (last := checkpoint.latest(ckpt_root)) is not None:
+        meta, state = checkpoint.load(last, model, optimizer)
+        train_loader.load_state_dict(state["loader"])
+        step, tokens_seen, curve = meta["step"], meta["tokens_seen"], meta["curve"]
+        trainer.skipped_steps = meta.get("skipped_steps", 0)
+        resumed_from = str(last)
+        log.info("resumed from %s: step %d, %d tokens seen", last, step, tokens_seen)
+    else:
+        torch.manual_seed(cfg.seed + rank)
+
+    if is_main:
+        log.info("model %s: %.2fM params (%s), %d layers, d %d; %d rank(s) on %s, %s; %d tokens/step "
+                 "= %d micro-batches of %d×%d per rank; %d steps; checkpoints in %s", cfg.model.preset,
+                 n_params / 1e6, "tied" if model_cfg.tie_embeddings else "untied", model_cfg.n_layer,
+                 model_cfg.d_model, world, device, amp_dtype or torch.float32, cfg.global_batch_tokens, accum,
+                 cfg.micro_batch_size, cfg.seq_len, cfg.max_steps, ckpt_root)
+    flops_per_token = model_cfg.flops_per_token(cfg.seq_len)
+
+    def save_checkpoint():
+        meta = {**meta_base, "tokens_seen": tokens_seen, "curve": curve, "skipped_steps": trainer.skipped_steps}
+        checkpoint.save(ckpt_root, step, model, optimizer, {"loader": train_loader.state_dict()}, meta,
+                        cfg.keep_checkpoints)
+
+    def validate() -> dict:
+        if val_loader is None:
+            return {}
+        return trainer.evaluate(val_loader, cfg.eval_batches, token_bytes)
+
+    last_val: dict = {}
+    started, window_t, window_tokens = time.time(), time.time(), 0
+    last_tok_s = last_mfu = 0.0
+    progress = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not is_main, mininterval=5, unit="step")
+    while step < cfg.max_steps:
+        lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
+        batches = [next(train_loader) for _ in range(accum)]
+        res = trainer.step(batches, lr, step)
+        step += 1
+        tokens_seen += cfg.global_batch_tokens
+        window_tokens += cfg.global_batch_tokens
+        progress.update(1)
+        row = {"step": step, "train_loss": res.loss, "val_loss": None, "lr": lr}
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            last_val = validate()
+            row["val_loss"] = last_val.get("val_loss")
+            if last_val and is_main:
+                log.info("step %d: validation loss %.4f, bits per byte %s", step, last_val["val_loss"],
+                         f"{last_val['val_bpb']:.4f}" if "val_bpb" in last_val else "n/a")
+                log_metrics({f"val/{k.removeprefix('val_')}": v for k, v in last_val.items()}, step=step)
+        if step % cfg.log_every == 0 or step == cfg.max_steps or row["val_loss"] is not None:
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                dt = time.time() - window_t
+                last_tok_s = window_tokens / max(dt, 1e-9)
+                last_mfu = flops_per_token * last_tok_s / (cfg.peak_flops * world)
+                window_t, window_tokens = time.time(), 0
+                if is_main:
+                    log.info("step %d/%d: loss %.4f, lr %.2e, grad norm %.3f, %.0f tokens/s, MFU %.2f%%", step,
+                             cfg.max_steps, res.loss, lr, res.grad_norm, last_tok_s, 100 * last_mfu)
+                    log_metrics({"train/loss": res.loss, "train/lr": lr, "train/grad_norm": res.grad_norm,
+                                 "train/tokens_per_s": last_tok_s, "train/mfu": last_mfu}, step=step)
+            curve.append(row)
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            save_checkpoint()
+    progress.close()
+    if not last_val:
+        last_val = validate()  # resumed at max_steps: validate the final weights again
+
+    # consolidate the sharded weights (a collective), then rank 0 writes the output folder
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    final_train = next((r["train_loss"] for r in reversed(curve)), None)
+    stats = {"step": step, "tokens_seen": tokens_seen, "params": n_params, "world_size": world,
+             "final_train_loss": final_train, "final_val_loss": last_val.get("val_loss"),
+             "val_bpb": last_val.get("val_bpb"), "skipped_steps": trainer.skipped_steps,
+             "tokens_per_s": round(last_tok_s, 1), "mfu": last_mfu, "train_seconds": round(time.time() - started, 2),
+             "resumed_from_step": int(Path(resumed_from).name.split("_")[1]) if resumed_from else 0,
+             "skipped_shards": len(train_loader.skipped), "fingerprint": fingerprint}
+    if is_main:
+        write_output(output, full, model_cfg, cfg, stats, meta_base, curve, tokenizer_dir)
+        log.info("wrote %s: step %d, val loss %s, val bpb %s", output, step, stats["final_val_loss"], stats["val_bpb"])
+    if dist.is_initialized():
+        dist.barrier()
+    return stats
+
+
+def ctx_mesh(device: torch.device, world: int):
+    from torch.distributed.device_mesh import init_device_mesh
+    return init_device_mesh(device.type, (world,))
+
+
+def write_output(output: Path, state_dict: dict, model_cfg, cfg, stats: dict, meta_base: dict, curve: list[dict],
+                 tokenizer_dir: Path | None) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_dir(output, resume=False) as out:
+        tensors = {k: v.detach().float().contiguous().cpu() for k, v in sorted(state_dict.items())}
+        save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+        (out / "config.json").write_text(json.dumps({**model_cfg.to_dict(), "preset": cfg.model.preset}, indent=2,
+                                                    sort_keys=True) + "\n")
+        meta = {**meta_base, **{k: stats[k] for k in ("step", "tokens_seen", "final_train_loss", "final_val_loss",
+                                                        "val_bpb", "skipped_steps")}}
+        (out / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["step", "train_loss", "val_loss", "lr"], lineterminator="\n")
+        writer.writeheader()
+        for row in curve:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        (out / "train_curve.csv").write_text(buf.getvalue())
+        if tokenizer_dir is not None and Path(tokenizer_dir).is_dir():
+            # whole folder under tokenizer/ (tasks.tokenizer.load_tokenizer reads it; its meta.json would clash
+            # with ours), plus flat copies of the files that do not clash (HF tokenizer.json etc. beside the weights)
+            shutil.copytree(tokenizer_dir, out / "tokenizer")
+            for f in sorted(Path(tokenizer_dir).iterdir()):
+                if f.is_file() and not (out / f.name).exists():
+                    shutil.copy2(f, out / f.name)
+
+
+__all__ = ["run_train"]
