@@ -11,9 +11,15 @@ from .base import Section
 class SlurmSettings(Section):
     partition: str = "cpu"
     time: str = "04:00:00"
+    """Wall-clock limit of each Slurm array task (sbatch --time)."""
     cpus_per_task: int = Field(1, ge=1)
     mem_per_cpu_gb: float = Field(2.0, gt=0)
     logging_dir: str = "logs/slurm"
+    """Folder for the sbatch scripts' stdout/stderr (the datatrove logs stay in the stage's staging folder)."""
+    env_command: str | None = None
+    """Shell line run before each task, e.g. `source .venv/bin/activate`."""
+    poll_s: float = Field(30.0, gt=0)
+    """How often the stage checks the completion markers while the Slurm array runs."""
 
 
 class RaySettings(Section):
@@ -24,6 +30,8 @@ class RaySettings(Section):
 
 class ExecutorConfig(Section):
     kind: Literal["local", "slurm", "ray"] = "local"
+    """datatrove executor: `local` (processes on this machine), `slurm` (sbatch array, the stage waits for it)
+    or `ray` (needs `pip install ray`). All skip tasks that left a completion marker, so a rerun resumes."""
     tasks: int = Field(2, ge=1)
     """Number of datatrove tasks (output shards); fixed per run so outputs are deterministic."""
     workers: int = Field(2, ge=1)
