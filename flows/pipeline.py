@@ -84,7 +84,9 @@ def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False
     logger = get_run_logger()
     root_path = Path(root)
     checked = time.time()
-    if not force and not stage_changed(root_path, node.name):
+    changed = force or stage_changed(root_path, node.name)
+    status_s = time.time() - checked
+    if not changed:
         logger.info("%s is up to date (DVC status clean): skipped", node.name)
         return {"stage": node.name, "status": "skipped"}
     remove_outs(root_path, node)
@@ -104,14 +106,17 @@ def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False
     rc = proc.wait()
     if rc != 0:
         raise StageFailed(f"stage {node.name} failed with exit code {rc}; its last lines:\n" + "\n".join(tail))
+    exited = time.time()
     commit_stage(root_path, node.name)
+    commit_s = time.time() - exited
     timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
     if not timing.get("tracked", True):
         _tracking[flow_key].log_later(node, root_path)
     done = time.time()
     logger.info("%s finished and committed to dvc.lock in %.1f s", node.name, done - checked)
     return {"stage": node.name, "status": "ran", "start": timing.get("start"), "end": timing.get("end"),
-            "task_seconds": round(done - checked, 3)}
+            "task_seconds": round(done - checked, 3), "dvc_status_seconds": round(status_s, 3),
+            "dvc_commit_seconds": round(commit_s, 3), "process_exit": exited}
 
 
 def log_stage_to_mlflow(node: StageNode, root: Path, parent_run_id: str) -> None:

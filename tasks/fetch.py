@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import glob
-import hashlib
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ from tqdm import tqdm
 
 from tasks.atomic import atomic_dir
 from tasks.config.fetch import SourceFetchConfig
+from tasks.hashing import file_sha256
 
 log = logging.getLogger("tinyfoundry.fetch")
 SHARED_HINT = (
@@ -77,19 +77,11 @@ def copy_tree(src: Path, dest: Path, patterns: list[str]) -> tuple[int, int]:
 def place_file(src: Path, dest_dir: Path) -> int:
     target = dest_dir / src.name
     if target.exists():
-        if sha256(target) == sha256(src):
+        if file_sha256(target) == file_sha256(src):
             return 0  # the same file reached through two URIs
         raise FetchError(f"two different files are both named {src.name}; rename one or fetch them as separate sources")
     shutil.copyfile(src, target)
     return target.stat().st_size
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download(url: str, dest_dir: Path, cfg: SourceFetchConfig, stats: dict) -> None:

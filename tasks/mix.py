@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -29,7 +28,8 @@ from tqdm import tqdm
 from tasks.atomic import atomic_dir
 from tasks.config.mix import MixConfig
 from tasks.docs import write_docs
-from tasks.tokenizer import hash_unit, load_tokenizer, read_docs
+from tasks.docs import read_docs
+from tasks.tokenizer import hash_unit, load_tokenizer
 
 log = logging.getLogger("tinyfoundry.mix")
 

@@ -33,7 +33,8 @@ from tqdm import tqdm
 from tasks.atomic import atomic_dir
 from tasks.config.shard import ShardConfig
 from tasks.docs import write_docs
-from tasks.tokenizer import META_FILE, load_tokenizer, read_docs
+from tasks.docs import read_docs
+from tasks.tokenizer import META_FILE, load_tokenizer
 
 log = logging.getLogger("tinyfoundry.shard")
 

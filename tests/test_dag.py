@@ -110,3 +110,26 @@ def test_stage_commands_call_the_one_cli_with_declared_inputs_and_outputs(name):
     code = STAGES[family].target.split(":")[0].replace(".", "/")
     assert any(code == d or code.startswith(d.rstrip("/")) or d.startswith(code) for d in deps), \
         f"{name} must list its own code ({code}) as a dependency"
+
+
+# Modules every stage process loads for the CLI and tracking; they do not change what a stage computes.
+ORCHESTRATION = ("tasks/__init__.py", "tasks/__main__.py", "tasks/stages.py", "tasks/tracking.py", "tasks/config/")
+
+
+@pytest.mark.parametrize("family", sorted(STAGES))
+def test_dvc_deps_cover_all_project_code_a_stage_imports(family):
+    """A stage reruns when any of its code changes: every project module its implementation imports is a dep."""
+    import subprocess
+    import sys
+
+    module = STAGES[family].target.split(":")[0]
+    probe = ("import sys, importlib; importlib.import_module(%r); "
+             "print('\\n'.join(m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)))" % module)
+    files = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    own = sorted({Path(f).resolve().relative_to(ROOT).as_posix() for f in files.stdout.split()
+                  if any(Path(f).resolve().is_relative_to(ROOT / pkg) for pkg in ("tasks", "models"))})
+    stage = next(s for name, s in resolved_stages().items() if name.split("@")[0] == family)
+    deps = paths(stage.get("deps"))
+    missing = [f for f in own if not f.startswith(ORCHESTRATION)
+               and not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)]
+    assert not missing, f"{family}: add to its dvc.yaml deps: {missing}"

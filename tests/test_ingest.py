@@ -342,7 +342,8 @@ def test_shipped_params_parse_and_inherit_executor():
 
 
 def test_executor_kinds_from_config(tmp_path):
-    from tasks.ingest.common import docs_writer, make_executor
+    from tasks.executor import make_executor
+    from tasks.ingest.common import docs_writer
 
     steps = [docs_writer(tmp_path / "out")]
     local = make_executor(ExecutorConfig(tasks=3, workers=2), steps, tmp_path / "logs", "ingest-web")

@@ -116,7 +116,7 @@ def test_bad_documents_are_counted_not_fatal(corpus, tmp_path):
     extra = [{"text": "a doc of an unknown source", "id": "u1", "metadata": {"source": "forum"}}]
     write_docs(folder / "docs" / "00004.jsonl.gz", extra)
     stats = run_mix(MixConfig(val_fraction=0.1), {"docs": folder, "tokenizer": corpus[1]}, tmp_path / "out")
-    assert stats["skipped"] == {"bad_json": 1, "empty_text": 1, "no_source": 1, "corrupt_file": 1,
+    assert stats["skipped"] == {"malformed_json": 1, "empty_text": 1, "missing_source": 1, "corrupt_file": 1,
                                 "unweighted_source:forum": 1}
     assert stats["within_tolerance"]
 

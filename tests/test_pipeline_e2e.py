@@ -1,87 +1,245 @@
-"""The whole pipeline on the tiny profile, through the Prefect flow, on the real shared data:
-afterwards DVC is clean, MLflow holds the parent run, a child run per stage and a `champion`
-model version, and Prefect lists the flow run as Completed with a task run per stage."""
+"""End to end: the tiny profile runs every real stage through the flow against a local Prefect server and MLflow
+server (flows/servers.py); the run must leave DVC clean and Prefect and MLflow consistent. Then headless Debian Chromium -- driven by Playwright, which needs no browser
+download with `executable_path` -- checks that the Prefect UI lists the completed flow run with its task runs and
+stage logs, and that the MLflow UI shows the experiment, the stage runs and the `champion` model.
+Screenshots go to test-artifacts/ui-browser/ (gitignored).
+"""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.project_copy import make_project_copy
+from tests.project_copy import PROJECT_ROOT, make_project_copy
 
-DVC = [sys.executable, "-m", "dvc"]
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "ui-browser"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic"]
+CLIENT_ENV_DROP = ("PREFECT_HOME", "PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_API_URL", "MLFLOW_TRACKING_URI")
+
+
+def ensure_chromium() -> str:
+    """Debian's chromium, installed with apt-get when missing (root only); skip with the reason otherwise."""
+    for path in (shutil.which("chromium"), "/usr/bin/chromium"):
+        if path and Path(path).exists():
+            return path
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("needs Debian chromium (`apt-get install -y chromium`), not installed and not root to install it")
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        if res.returncode != 0:
+            pytest.skip(f"`{' '.join(cmd)}` failed: {res.stderr[-500:]}")
+    return "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory, shared_data):
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs `pip install playwright` (test extra)")
+    executable = ensure_chromium()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def client_env(urls) -> dict[str, str]:
+    """The test process imported flows/ (project defaults for /work/main): a run in a copy gets its own."""
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_DROP}
+    return {**env, **urls.client_env(), "PYTHONUNBUFFERED": "1"}
+
+
+def api(url: str, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
+                                 method="POST" if data else "GET")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def dvc_stage_names(project: Path) -> list[str]:
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    names = []
+    for name, spec in stages.items():
+        names += [f"{name}@{item}" for item in spec["foreach"]] if "foreach" in spec else [name]
+    return names
+
+
+def check_prefect_ui(page, urls, flow_run: dict, task_runs: list[dict], shot_prefix: str) -> None:
+    expect = __import__("playwright.sync_api", fromlist=["expect"]).expect
+    page.goto(f"{urls.prefect_ui}/runs/flow-run/{flow_run['id']}")
+    expect(page.get_by_text(flow_run["name"]).first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Completed").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / f"{shot_prefix}prefect-flow-run.png"), full_page=True)
+    page.get_by_text("Task Runs", exact=True).first.click()
+    for tr in task_runs:
+        expect(page.get_by_text(tr["name"], exact=True).first).to_be_attached(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / f"{shot_prefix}prefect-task-runs.png"), full_page=True)
+    # one stage's own page shows that stage's log lines
+    last = task_runs[-1]
+    page.goto(f"{urls.prefect_ui}/runs/task-run/{last['id']}")
+    expect(page.get_by_text(last["name"]).first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(last["_log_line"]).first).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / f"{shot_prefix}prefect-task-run-logs.png"), full_page=True)
+
+
+def check_mlflow_ui(page, urls, experiment_id: str, parent_name: str, stage_names: list[str], model: str,
+                    shot_prefix: str) -> None:
+    expect = __import__("playwright.sync_api", fromlist=["expect"]).expect
+    page.goto(f"{urls.mlflow}/#/experiments/{experiment_id}/runs")
+    row = page.locator("[role=row]", has_text=parent_name).first
+    expect(row).to_be_visible(timeout=60_000)
+    row.locator("button").first.click()  # the expander that shows the nested stage runs
+    for name in stage_names:
+        expect(page.get_by_role("link", name=name, exact=True).first).to_be_visible(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / f"{shot_prefix}mlflow-runs.png"), full_page=True)
+    page.goto(f"{urls.mlflow}/#/models/{model}")
+    expect(page.get_by_text("champion").first).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / f"{shot_prefix}mlflow-model.png"), full_page=True)
+
+
+def prefect_runs(urls, flow_run_name: str | None = None) -> tuple[dict, list[dict]]:
+    flow_runs = api(f"{urls.prefect_api}/flow_runs/filter",
+                    {"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}, "sort": "START_TIME_DESC"})
+    flow_runs = [f for f in flow_runs if flow_run_name in (None, f["name"])]
+    assert flow_runs, "Prefect server has no completed flow run"
+    flow_run = flow_runs[0]
+    task_runs = api(f"{urls.prefect_api}/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}})
+    for tr in task_runs:
+        logs = api(f"{urls.prefect_api}/logs/filter", {"logs": {"task_run_id": {"any_": [tr["id"]]}}, "limit": 5})
+        assert logs, f"task run {tr['name']} has no log lines on the server"
+        tr["_log_line"] = logs[0]["message"][:60]
+    return flow_run, sorted(task_runs, key=lambda t: t["name"])
+
+
+def test_ui_shows_a_pipeline_shaped_run(browser, tmp_path):
+    """Fast path (no pipeline): a flow with stage-named tasks and nested MLflow runs + a champion alias."""
+    from flows.servers import running_servers
+
+    code = textwrap.dedent('''
+        import json, mlflow
+        from prefect import flow, task, get_run_logger
+        from prefect.runtime import flow_run
+        @task(task_run_name="{name}", tags=["tinyfoundry"])
+        def stage(name):
+            get_run_logger().info("%s | stage output line", name)
+        @flow(name="tinyfoundry", flow_run_name="pipeline-synthetic")
+        def pipeline():
+            for n in ["ingest@web", "dedup", "train"]:
+                stage(n)
+            return str(flow_run.id)
+        fid = pipeline()
+        mlflow.set_experiment("tinyfoundry")
+        with mlflow.start_run(run_name="pipeline-synthetic") as p:
+            for n in ["ingest@web", "dedup", "train"]:
+                with mlflow.start_run(run_name=n, nested=True):
+                    mlflow.log_metric("seconds", 1.0)
+            mlflow.log_text("weights", "model/weights.txt")
+        c = mlflow.MlflowClient()
+        c.create_registered_model("tinyfoundry-llama")
+        v = c.create_model_version("tinyfoundry-llama", p.info.artifact_uri + "/model", run_id=p.info.run_id)
+        c.set_registered_model_alias("tinyfoundry-llama", "champion", v.version)
+        print(json.dumps({"flow_run": fid, "experiment": p.info.experiment_id}))
+    ''')
+    with running_servers(tmp_path, 0, 0) as urls:
+        res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=client_env(urls),
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        ids = json.loads(res.stdout.strip().splitlines()[-1])
+        flow_run, task_runs = prefect_runs(urls, "pipeline-synthetic")
+        assert flow_run["id"] == ids["flow_run"]
+        assert [t["name"] for t in task_runs] == ["dedup", "ingest@web", "train"]
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        check_prefect_ui(page, urls, flow_run, task_runs, "synthetic-")
+        check_mlflow_ui(page, urls, ids["experiment"], "pipeline-synthetic", ["ingest@web", "dedup", "train"],
+                        "tinyfoundry-llama", "synthetic-")
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory, shared_data):
+    """`python -m flows run` on profiles/tiny.yaml inside a project copy, with a Prefect server and an MLflow
+    server up (they stay up for the module's tests): the end-to-end run of every real stage."""
+    from flows.servers import running_servers
+
     project = make_project_copy(tmp_path_factory.mktemp("tiny") / "project", "profiles/tiny.yaml", shared_data)
-    env = {**os.environ, "PREFECT_HOME": str(project / ".prefect"),
-           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{project / '.prefect' / 'prefect.db'}"}
-    for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
-        env.pop(var, None)
-    proc = subprocess.run([sys.executable, "-m", "flows", "run"], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return project, env, proc.stdout
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with running_servers(project, 0, 0) as urls:
+        env = client_env(urls)
+        res = subprocess.run([sys.executable, "-m", "flows", "run"], cwd=project, env=env,
+                             capture_output=True, text=True, timeout=900)
+        (ARTIFACTS / "pipeline.log").write_text(res.stdout + "\n--- stderr ---\n" + res.stderr)
+        assert res.returncode == 0, f"pipeline failed (log in {ARTIFACTS / 'pipeline.log'}):\n{res.stderr[-3000:]}"
+        record = json.loads(sorted((project / ".tinyfoundry" / "runs").glob("*.json"))[-1].read_text())
+        yield project, urls, env, record, res.stdout
 
 
-@pytest.mark.slow
-def test_every_stage_ran_and_dvc_is_clean_afterwards(pipeline_run):
-    project, env, stdout = pipeline_run
-    runs = sorted((project / ".tinyfoundry" / "runs").glob("*.json"))
-    summary = json.loads(runs[-1].read_text())
-    assert summary["failed"] == [] and len(summary["ran"]) == 14
-    assert 0 <= summary["overhead_fraction"] < 1
-    for name in ("ingest_web", "ingest_books", "ingest_code", "dedup", "filter", "tokenizer", "mix", "shard",
-                 "train", "eval"):
-        assert (project / "metrics" / f"{name}.json").exists(), name
-    status = subprocess.run([*DVC, "status", "--json"], cwd=project, env=env, capture_output=True, text=True)
-    assert json.loads(status.stdout) == {}, status.stdout
-    dry = subprocess.run([*DVC, "repro", "--dry"], cwd=project, env=env, capture_output=True, text=True)
-    assert "Running stage" not in dry.stdout, dry.stdout
-    assert "pipeline finished" in stdout
-
-
-@pytest.mark.slow
-def test_mlflow_has_parent_child_runs_and_a_champion(pipeline_run):
-    project, env, _ = pipeline_run
+def test_tiny_pipeline_runs_every_stage_and_leaves_dvc_prefect_and_mlflow_consistent(tiny_pipeline):
+    """The acceptance checks of a pipeline run, without a browser."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("tinyfoundry")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("tinyfoundry.kind") == "pipeline"]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    children = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-    assert {"fetch@web", "ingest@web", "dedup", "filter", "tokenizer", "mix", "shard", "train", "evaluate"} <= children
-    assert len(children) == 14
-    champion = client.get_model_version_by_alias("tinyfoundry-llama", "champion")
-    assert int(champion.version) >= 1
+    project, urls, env, record, stdout = tiny_pipeline
+    stages = dvc_stage_names(project)
+    assert record["failed"] == [] and sorted(record["ran"]) == sorted(stages) and len(stages) == 14
+    assert 0 <= record["overhead_fraction"] < 1 and record["tracking_errors"] == []
+    assert "pipeline finished" in stdout
+
+    # DVC: nothing left to do, exactly as after `dvc repro`
+    dvc = [sys.executable, "-m", "dvc"]
+    status = subprocess.run([*dvc, "status", "--json"], cwd=project, env=env, capture_output=True, text=True)
+    assert json.loads(status.stdout) == {}, status.stdout
+    dry = subprocess.run([*dvc, "repro", "--dry"], cwd=project, env=env, capture_output=True, text=True)
+    assert "Running stage" not in dry.stdout, dry.stdout
+
+    # Prefect: the flow run Completed, one completed task run per DVC stage, tagged with family and source
+    flow_run, task_runs = prefect_runs(urls, record["flow_run_name"])
+    assert flow_run["id"] == record["prefect_flow_run_id"] and flow_run["state_type"] == "COMPLETED"
+    assert "tinyfoundry" in flow_run["tags"]
+    assert sorted(t["name"] for t in task_runs) == sorted(stages)
+    assert {t["state_type"] for t in task_runs} == {"COMPLETED"}
+    for t in task_runs:  # e.g. ingest@web -> tags [ingest, web]
+        assert set(t["name"].split("@")) <= set(t["tags"]), (t["name"], t["tags"])
+
+    # MLflow: one parent run, a child run per stage, the registered model with its champion
+    client = mlflow.MlflowClient(urls.mlflow)
+    parent = client.get_run(record["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.info.run_name for r in children) == sorted(stages)
+    model = yaml.safe_load((project / "params.yaml").read_text())["tracking"]["model_name"]
+    champion = client.get_model_version_by_alias(model, "champion")
+    assert champion.tags.get("checkpoint_sha256")
+
+    # the run report went to disk and into the parent run, with both ids in it
+    report = project / "reports" / f"{record['flow_run_name']}.md"
+    assert record["mlflow_run_id"] in report.read_text() and flow_run["id"] in report.read_text()
+    logged = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert report.name in logged and report.with_suffix(".html").name in logged
 
 
-@pytest.mark.slow
-def test_prefect_lists_the_completed_flow_run_with_a_task_run_per_stage(pipeline_run):
-    project, env, _ = pipeline_run
-    script = textwrap.dedent("""
-        import asyncio, json
-        from prefect.client.orchestration import get_client
-        async def main():
-            async with get_client() as client:
-                flows = await client.read_flow_runs()
-                tasks = await client.read_task_runs()
-                print(json.dumps({"flows": [(f.name, f.state_type.value) for f in flows],
-                                  "tasks": sorted({t.name for t in tasks if t.state_type.value == "COMPLETED"})}))
-        asyncio.run(main())
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=project, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert [state for _, state in seen["flows"]] == ["COMPLETED"]
-    assert {"fetch@web", "fetch@eval", "ingest@code", "dedup", "filter", "train", "evaluate"} <= set(seen["tasks"])
-    assert len(seen["tasks"]) == 14
+def test_ui_shows_the_tiny_pipeline_run(browser, tiny_pipeline):
+    """Headless Chromium sees the run in both UIs: flow run, task runs and their logs; experiment, stage runs,
+    and the model with its `champion` alias."""
+    import mlflow
+
+    project, urls, env, record, _ = tiny_pipeline
+    stages = dvc_stage_names(project)
+    flow_run, task_runs = prefect_runs(urls, record["flow_run_name"])
+    client = mlflow.MlflowClient(urls.mlflow)
+    parent = client.get_run(record["mlflow_run_id"])
+    model = yaml.safe_load((project / "params.yaml").read_text())["tracking"]["model_name"]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    check_prefect_ui(page, urls, flow_run, task_runs, "pipeline-")
+    check_mlflow_ui(page, urls, parent.info.experiment_id, parent.info.run_name, stages, model, "pipeline-")
+    page.close()

@@ -114,7 +114,7 @@ def test_generate_and_evaluate_registered_versions(registered_model, capsys, tmp
         generate_main(["--prompt", "x", "--model", "runs:/abc/model", "--params", str(params)])
 
     # `python -m tasks evaluate --model models:/<name>@<version>` tags that version with its metrics
-    from tasks.evaluate import file_sha256
+    from tasks.hashing import file_sha256
     from tasks.evaluate.cli import evaluate_model_main
 
     cfg = yaml.safe_load(params.read_text())

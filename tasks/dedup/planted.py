@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.ingest.books import parse_book
+
 _SPLIT = re.compile(r"[^a-z0-9\u0080-\U0010ffff]+")
 KINDS = ("substitute", "insdel", "shuffle", "boilerplate")
 _BOILER = ("home about contact privacy policy terms of use cookie settings accept all cookies subscribe to our "
@@ -34,15 +36,11 @@ def jaccard(a: str, b: str, n: int = 5) -> float:
 
 
 def read_book(path: Path) -> str:
-    raw = gzip.open(path, "rb").read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    text = text.replace("\r\n", "\n")
-    start = re.search(r"\*\*\* ?START OF.*?\*\*\*", text)
-    end = re.search(r"\*\*\* ?END OF", text)
-    return text[start.end() if start else 0:end.start() if end else len(text)]
+    """A shared-data Gutenberg book's text, decoded and stripped exactly as the ingest stage does."""
+    parsed = parse_book(gzip.open(path, "rb").read())
+    if isinstance(parsed, str):
+        raise ValueError(f"{path}: {parsed}")
+    return parsed[1]
 
 
 def book_passages(books_dir: Path, count: int, min_words: int = 120, max_words: int = 400,

@@ -21,7 +21,6 @@ import logging
 import multiprocessing as mp
 import resource
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -31,7 +30,7 @@ from datasketch import LeanMinHash
 from tqdm import tqdm
 
 from tasks.atomic import atomic_dir
-from tasks.docs import DOCS, REJECTS, doc_files
+from tasks.docs import DOCS, REJECTS, doc_files, scan_docs
 
 from .lsh import CompactMinHashLSH, drop_index, make_index
 from .minhash import Hasher, _batch_worker, estimated_jaccard, exact_jaccard
@@ -74,46 +73,14 @@ def read_inputs(inputs: dict[str, Path], skipped: collections.Counter | None = N
             log.warning("input %s: folder %s does not exist; nothing read from it", name, folder)
             skipped["missing_input"] += 1
             continue
-        files = doc_files(folder)
-        if not files:
+        if not doc_files(folder):
             log.warning("input %s: no *.jsonl.gz shards under %s", name, folder)
-        for path in files:
-            lineno = 0
-            try:
-                with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
-                    for lineno, line in enumerate(f, 1):
-                        if not line.strip():
-                            continue
-                        where = f"{name}/{path.name}:{lineno}"
-                        try:
-                            doc = json.loads(line)
-                        except json.JSONDecodeError:
-                            yield "malformed", _bad("malformed_json", where, line.rstrip("\n"), name)
-                            continue
-                        problem = _problem(doc)
-                        if problem:
-                            yield "malformed", _bad(problem, where, line.rstrip("\n"), name)
-                            continue
-                        doc.setdefault("metadata", {}).setdefault("source", name)
-                        yield "ok", doc
-            except (OSError, EOFError, zlib.error, UnicodeError) as e:
-                log.warning("input %s: %s is unreadable after line %d (%s); the rest of it is skipped",
-                            name, path, lineno, e)
-                skipped["corrupt_file"] += 1
-
-
-def _problem(doc) -> str | None:
-    if not isinstance(doc, dict):
-        return "not_an_object"
-    if not isinstance(doc.get("text"), str):
-        return "missing_text"
-    if not doc["text"].strip():
-        return "empty_text"
-    if not isinstance(doc.get("id"), (str, int)) or doc.get("id") == "":
-        return "missing_id"
-    if "metadata" in doc and not isinstance(doc["metadata"], dict):
-        return "bad_metadata"
-    return None
+        for problem, doc, where, raw in scan_docs(folder, skipped=skipped):
+            if problem:
+                yield "malformed", _bad(problem, f"{name}/{where}", raw, name)
+                continue
+            doc.setdefault("metadata", {}).setdefault("source", name)
+            yield "ok", doc
 
 
 def _batches(inputs, corpus: Corpus, size: int, pending: collections.deque) -> Iterator[list[str]]:

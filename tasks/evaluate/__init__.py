@@ -11,7 +11,6 @@ Outputs: hf/, results.json (everything below plus per-task details), generations
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from tasks.hashing import file_sha256
 from tasks.atomic import atomic_dir
 from tasks.config.evaluate import EvaluateConfig
 from tasks.tracking import log_artifact
@@ -27,14 +27,6 @@ from tasks.tracking import log_artifact
 log = logging.getLogger("tinyfoundry.evaluate")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_device(device: str) -> str:

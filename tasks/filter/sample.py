@@ -13,17 +13,15 @@ import argparse
 import gzip
 import hashlib
 import logging
-import re
 import sysconfig
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from tasks.docs import write_docs
+from tasks.ingest.books import parse_book
 
 log = logging.getLogger("tinyfoundry.filter")
 
-_GUTENBERG_START = re.compile(r"\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG[^\n]*\n")
-_GUTENBERG_END = re.compile(r"\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG")
 
 
 def _id(*parts: str) -> str:
@@ -58,19 +56,13 @@ def web_docs(warc: Path, limit: int | None = None) -> list[dict]:
 
 
 def book_docs(books: Path, limit: int | None = None) -> list[dict]:
+    """Gutenberg books decoded and stripped of their license header/footer exactly as the ingest stage does."""
     docs = []
     for path in sorted(books.glob("*.txt.gz"))[:limit]:
-        raw = gzip.open(path, "rb").read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
-        text = text.replace("\r\n", "\n")
-        if m := _GUTENBERG_START.search(text):
-            text = text[m.end():]
-        if m := _GUTENBERG_END.search(text):
-            text = text[:m.start()]
-        docs.append({"text": text.strip(), "id": _id("books", path.name),
+        parsed = parse_book(gzip.open(path, "rb").read())
+        if isinstance(parsed, str):
+            continue
+        docs.append({"text": parsed[1].strip(), "id": _id("books", path.name),
                      "metadata": {"source": "books", "file": path.name}})
     return docs
 

@@ -10,7 +10,6 @@ import gzip
 import json
 import logging
 import shutil
-import time
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -18,45 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from tasks.atomic import atomic_dir, atomic_write_json, staging_path
-from tasks.config.executor import ExecutorConfig
 from tasks.config.filter import SOURCES, FilterConfig
 from tasks.docs import DOCS, REJECTS, doc_files, iter_docs, write_docs
+from tasks.executor import run_executor
 
 from . import classifier as clf
 
 log = logging.getLogger("tinyfoundry.filter")
 MODEL_FILE = "quality_model.bin"
-
-
-def run_executor(cfg: ExecutorConfig, pipeline: list, logging_dir: Path) -> None:
-    """Run a datatrove pipeline on the configured executor; return when every task left its completion marker.
-    (tasks/ingest/common.py has the same glue; both belong in one shared module.)"""
-    if cfg.kind == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
-        s = cfg.slurm
-        executor = SlurmPipelineExecutor(pipeline=pipeline, tasks=cfg.tasks, workers=cfg.workers, time=s.time,
-                                         partition=s.partition, cpus_per_task=s.cpus_per_task,
-                                         mem_per_cpu_gb=s.mem_per_cpu_gb, logging_dir=str(logging_dir),
-                                         job_name="tinyfoundry-filter", slurm_logs_folder=s.logging_dir,
-                                         env_command=s.env_command)
-    elif cfg.kind == "ray":
-        from datatrove.executor import RayPipelineExecutor
-
-        executor = RayPipelineExecutor(pipeline=pipeline, tasks=cfg.tasks, workers=cfg.workers,
-                                       cpus_per_task=cfg.ray.cpus_per_task, logging_dir=str(logging_dir))
-    else:
-        from datatrove.executor import LocalPipelineExecutor
-
-        executor = LocalPipelineExecutor(pipeline=pipeline, tasks=cfg.tasks, workers=cfg.workers,
-                                         logging_dir=str(logging_dir))
-    executor.run()
-    if cfg.kind == "slurm":  # sbatch returns at once
-        while pending := executor.get_incomplete_ranks(skip_completed=True):
-            log.info("filter: waiting for %d Slurm tasks", len(pending))
-            time.sleep(cfg.slurm.poll_s)
-    if missing := executor.get_incomplete_ranks(skip_completed=True):
-        raise RuntimeError(f"filter: datatrove tasks {missing} did not complete; see {logging_dir} (a rerun resumes)")
 
 
 def _reshard(folder: Path, out: Path, shards: int) -> tuple[int, int]:
@@ -139,7 +107,7 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
                                         add_file_path=False),
                     *heuristic_steps(cfg, work / "rejects_heuristics"),
                     writer(work / "kept_heuristics", "${rank}.jsonl")]
-        run_executor(cfg.executor, pipeline, work / "logs_heuristics")
+        run_executor(cfg.executor, pipeline, work / "logs_heuristics", "filter-heuristics")
         kept = _read_jsonl(work / "kept_heuristics")
         rejected = _read_jsonl(work / "rejects_heuristics")
         log.info("filter: heuristics kept %d, dropped %d documents", len(kept), len(rejected))
@@ -182,7 +150,7 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
                                       exclusion_writer=writer(work / "rejects_classifier", "classifier_${rank}.jsonl",
                                                               rejects=True)),
                     writer(work / "docs", "${rank}.jsonl")]
-        run_executor(cfg.executor, pipeline, work / "logs_score")
+        run_executor(cfg.executor, pipeline, work / "logs_score", "filter-score")
         # heuristic rejects are few; scoring them here keeps their shard names (one per filter)
         for path in sorted((work / "rejects_heuristics").glob("*.jsonl")):
             docs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

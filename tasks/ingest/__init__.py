@@ -16,7 +16,9 @@ from pathlib import Path
 from tasks.atomic import atomic_dir, staging_path
 from tasks.config.ingest import BooksIngestConfig, CodeIngestConfig, WebIngestConfig
 
-from .common import count_outputs, log, run_executor
+from tasks.executor import run_executor
+
+from .common import count_outputs, log
 
 FINGERPRINT = "ingest-run.json"
 

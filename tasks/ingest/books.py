@@ -101,6 +101,24 @@ def strip_gutenberg(text: str) -> tuple[str, str] | str:
     return header, "\n\n".join(paragraphs).strip() + "\n"
 
 
+def parse_book(raw: bytes) -> tuple[str, str, str] | str:
+    """(header, body, encoding) of a Gutenberg book's (uncompressed) bytes: decoded, newlines normalised,
+    header and footer cut at the markers. A reject reason string when that cannot be done safely."""
+    if not raw.strip():
+        return "empty"
+    if b"\x00" in raw[:65536]:
+        return "binary"
+    fields = header_fields(raw[:20000].decode("latin-1"))
+    decoded = decode_book(raw, fields.get("character set encoding"), fields.get("language", ""))
+    if decoded is None:
+        return "decode_error"
+    text, encoding = decoded
+    stripped = strip_gutenberg(text.replace("\r\n", "\n").replace("\r", "\n"))
+    if isinstance(stripped, str):
+        return stripped
+    return (*stripped, encoding)
+
+
 def split_book(text: str, max_chars: int) -> list[str]:
     """Chapter-sized parts of at most ~max_chars: cut at chapter headings, pack consecutive chapters,
     and cut over-long chapters at paragraph breaks."""
@@ -157,24 +175,11 @@ class GutenbergBooks(RejectingReader):
             except (EOFError, OSError, zlib.error) as e:  # truncated or corrupt: the footer is gone, drop the book
                 self.reject(book_id, "corrupt_gzip", error=repr(e)[:300], **meta)
                 return
-        if not raw.strip():
-            self.reject(book_id, "empty", **meta)
+        parsed = parse_book(raw)
+        if isinstance(parsed, str):
+            self.reject(book_id, parsed, **meta)
             return
-        if b"\x00" in raw[:65536]:
-            self.reject(book_id, "binary", **meta)
-            return
-        fields = header_fields(raw[:20000].decode("latin-1"))
-        decoded = decode_book(raw, fields.get("character set encoding"), fields.get("language", ""))
-        if decoded is None:
-            self.reject(book_id, "decode_error", **meta)
-            return
-        text, encoding = decoded
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-        stripped = strip_gutenberg(text)
-        if isinstance(stripped, str):
-            self.reject(book_id, stripped, **meta)
-            return
-        header, body = stripped
+        header, body, encoding = parsed
         fields = header_fields(header)
         ebook = EBOOK_NO.search(header)
         language = fields.get("language", "")

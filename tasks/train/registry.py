@@ -8,22 +8,15 @@ log it as artifacts and create the version with `MlflowClient.create_model_versi
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 
+from tasks.hashing import file_sha256
+
 log = logging.getLogger("tinyfoundry.train")
 
 ARTIFACT_PATH = "model"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def register_final_model(tracking_cfg, output: str | Path, stats: dict) -> dict:
@@ -38,7 +31,7 @@ def register_final_model(tracking_cfg, output: str | Path, stats: dict) -> dict:
     weights = output / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: training did not write its output")
-    digest = sha256_file(weights)
+    digest = file_sha256(weights)
     mlflow.log_artifacts(str(output), ARTIFACT_PATH)
     client = mlflow.MlflowClient()
     name = tracking_cfg.model_name
