@@ -55,15 +55,25 @@ def print_summary(root: Path, s: dict) -> None:
         print(f"  warning: MLflow logging failed: {error}")
 
 
-def serve(args) -> int:
+def build_deployment(root: Path):
+    """The flow as a Prefect deployment on params' `flow.schedule_cron`, running this project."""
     from flows.pipeline import pipeline
     from tasks.config import load_config
 
-    root = Path(args.root).resolve()
     cfg = load_config(root / "params.yaml")
-    print(f"Serving deployment {cfg.flow.name!r} on cron {cfg.flow.schedule_cron!r}; Ctrl-C stops it.")
-    pipeline.with_options(name=cfg.flow.name).serve(
-        name=cfg.flow.name, cron=cfg.flow.schedule_cron, parameters={"root": str(root)}, tags=["tinyfoundry"])
+    return pipeline.with_options(name=cfg.flow.name).to_deployment(
+        name=cfg.flow.name, cron=cfg.flow.schedule_cron, parameters={"root": str(root)}, tags=["tinyfoundry"],
+        description="tinyfoundry: the DVC pipeline of this project, stages DVC reports out of date")
+
+
+def serve(args) -> int:
+    from prefect import serve as prefect_serve
+
+    root = Path(args.root).resolve()
+    deployment = build_deployment(root)
+    print(f"Serving deployment {deployment.name!r} on cron {deployment.schedules[0].schedule.cron!r}; "
+          "Ctrl-C stops it. Runs show in the Prefect UI (`make ui`).")
+    prefect_serve(deployment)
     return 0
 
 

@@ -119,7 +119,9 @@ def clone(url: str, dest_dir: Path, cfg: SourceFetchConfig, stats: dict) -> None
     commit = subprocess.run(["git", "-C", str(dest_dir / name), "rev-parse", "HEAD"], capture_output=True, text=True)
     stats.setdefault("commits", {})[name] = commit.stdout.strip()
     shutil.rmtree(dest_dir / name / ".git")  # the commit is recorded; history is not data
-    stats["downloaded"] += 1
+    cloned = [p for p in (dest_dir / name).rglob("*") if p.is_file()]
+    stats.update(files=stats["files"] + len(cloned), bytes=stats["bytes"] + sum(p.stat().st_size for p in cloned),
+                 downloaded=stats["downloaded"] + 1)
 
 
 def run_fetch(cfg: SourceFetchConfig, inputs: dict[str, Path], output: Path) -> dict:
@@ -134,7 +136,8 @@ def run_fetch(cfg: SourceFetchConfig, inputs: dict[str, Path], output: Path) -> 
                 download(raw, stage, cfg, stats)
                 stats["files"] += 1
             elif Path(raw).is_dir():
-                name = f"python{sysconfig.get_python_version()}-stdlib" if "{stdlib}" in uri else Path(raw).resolve().name
+                whole_stdlib = uri.rstrip("/") == "{stdlib}"
+                name = f"python{sysconfig.get_python_version()}-stdlib" if whole_stdlib else Path(raw).resolve().name
                 files, size = copy_tree(Path(raw), stage / name, cfg.exclude)
                 stats["files"] += files
                 stats["bytes"] += size

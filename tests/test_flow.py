@@ -133,3 +133,17 @@ def test_a_failing_stage_fails_the_flow_and_names_the_stage(tmp_path, prefect_ap
     with pytest.raises(StageFailed, match="slow@a|slow@b|flaky"):
         run_flow(repo)
     assert not (repo / "out" / "join.txt").exists()
+
+
+def test_the_served_deployment_runs_this_project_on_the_cron_from_params(tmp_path):
+    from flows.__main__ import build_deployment
+
+    repo = make_repo(tmp_path / "served")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["flow"]["schedule_cron"] = "15 4 * * 1"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    deployment = build_deployment(repo)
+    assert deployment.name == params["flow"]["name"]
+    assert [s.schedule.cron for s in deployment.schedules] == ["15 4 * * 1"]
+    assert deployment.parameters == {"root": str(repo)}
+    assert deployment.entrypoint.endswith("flows/pipeline.py:pipeline")
