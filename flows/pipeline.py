@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -59,7 +61,11 @@ class Tracking:
             return None, [*errors, f"parent run: {type(e).__name__}: {e}"]
 
 
-_tracking: dict[str, Tracking] = {}  # flow run id → its Tracking (task threads share the flow's process)
+# Per flow run (task threads share the flow's process): its MLflow work, and the stage slots. Prefect's thread
+# pool gives a thread to every submitted task even while it waits for its upstream futures, so the limit on
+# running stages is a semaphore held only while a stage runs, not the pool's size.
+_tracking: dict[str, Tracking] = {}
+_slots: dict[str, threading.BoundedSemaphore] = {}
 
 
 class StageFailed(RuntimeError):
@@ -83,40 +89,42 @@ def stage_env(parent_run_id: str | None, timing_file: Path) -> dict:
 def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False) -> dict:
     logger = get_run_logger()
     root_path = Path(root)
-    checked = time.time()
-    changed = force or stage_changed(root_path, node.name)
-    status_s = time.time() - checked
-    if not changed:
-        logger.info("%s is up to date (DVC status clean): skipped", node.name)
-        return {"stage": node.name, "status": "skipped"}
-    remove_outs(root_path, node)
-    live = node.family in STAGES and STAGES[node.family].live_tracking
-    parent = _tracking[flow_key].parent.result() if live else None
-    timing_file = Path(tempfile.mkdtemp(prefix="tf-timing-")) / "timing.json"
-    logger.info("running %s: %s", node.name, node.cmd)
-    tail: deque[str] = deque(maxlen=30)
-    proc = subprocess.Popen(node.cmd, shell=True, cwd=root_path, env=stage_env(parent, timing_file),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-    for raw in proc.stdout:
-        # A progress bar redraws with \r: log only its latest state (tqdm's TQDM_MININTERVAL paces the rest).
-        for line in (segment.rsplit("\r", 1)[-1] for segment in raw.split("\n")):
-            if line.strip():
-                tail.append(line)
-                logger.info("%s | %s", node.name, line)
-    rc = proc.wait()
-    if rc != 0:
-        raise StageFailed(f"stage {node.name} failed with exit code {rc}; its last lines:\n" + "\n".join(tail))
-    exited = time.time()
-    commit_stage(root_path, node.name)
-    commit_s = time.time() - exited
-    timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
-    if not timing.get("tracked", True):
-        _tracking[flow_key].log_later(node, root_path)
-    done = time.time()
-    logger.info("%s finished and committed to dvc.lock in %.1f s", node.name, done - checked)
-    return {"stage": node.name, "status": "ran", "start": timing.get("start"), "end": timing.get("end"),
-            "task_seconds": round(done - checked, 3), "dvc_status_seconds": round(status_s, 3),
-            "dvc_commit_seconds": round(commit_s, 3), "process_exit": exited}
+    with _slots[flow_key]:
+        checked = time.time()
+        changed = force or stage_changed(root_path, node.name)
+        status_s = time.time() - checked
+        if not changed:
+            logger.info("%s is up to date (DVC status clean): skipped", node.name)
+            return {"stage": node.name, "status": "skipped"}
+        remove_outs(root_path, node)
+        live = node.family in STAGES and STAGES[node.family].live_tracking
+        parent = _tracking[flow_key].parent.result() if live else None
+        timing_file = Path(tempfile.mkdtemp(prefix="tf-timing-")) / "timing.json"
+        logger.info("running %s: %s", node.name, node.cmd)
+        tail: deque[str] = deque(maxlen=30)
+        proc = subprocess.Popen(node.cmd, shell=True, cwd=root_path, env=stage_env(parent, timing_file),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        for raw in proc.stdout:
+            # A progress bar redraws with \r: log only its latest state (tqdm's TQDM_MININTERVAL paces the rest).
+            for line in (segment.rsplit("\r", 1)[-1] for segment in raw.split("\n")):
+                if line.strip():
+                    tail.append(line)
+                    logger.info("%s | %s", node.name, line)
+        rc = proc.wait()
+        timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+        shutil.rmtree(timing_file.parent, ignore_errors=True)
+        if rc != 0:
+            raise StageFailed(f"stage {node.name} failed with exit code {rc}; its last lines:\n" + "\n".join(tail))
+        exited = time.time()
+        commit_stage(root_path, node.name)
+        commit_s = time.time() - exited
+        if not timing.get("tracked", True):
+            _tracking[flow_key].log_later(node, root_path)
+        done = time.time()
+        logger.info("%s finished and committed to dvc.lock in %.1f s", node.name, done - checked)
+        return {"stage": node.name, "status": "ran", "start": timing.get("start"), "end": timing.get("end"),
+                "task_seconds": round(done - checked, 3), "dvc_status_seconds": round(status_s, 3),
+                "dvc_commit_seconds": round(commit_s, 3), "process_exit": exited}
 
 
 def log_stage_to_mlflow(node: StageNode, root: Path, parent_run_id: str) -> None:
@@ -167,7 +175,7 @@ def finish_parent_run(run_id: str | None, summary: dict, failed: bool) -> None:
 
 
 @flow(name="tinyfoundry", flow_run_name="pipeline-{started}", log_prints=True,
-      task_runner=ThreadPoolTaskRunner(max_workers=3))
+      task_runner=ThreadPoolTaskRunner(max_workers=64))
 def pipeline(root: str = ".", force: bool = False, started: str = "") -> dict:
     """Run every stage of dvc.yaml that DVC reports out of date, in DAG order, independent ones concurrently."""
     logger = get_run_logger()
@@ -177,6 +185,7 @@ def pipeline(root: str = ".", force: bool = False, started: str = "") -> dict:
     nodes = load_dag(root_path)
     flow_key = str(flow_run.id)
     _tracking[flow_key] = Tracking(root_path, cfg)
+    _slots[flow_key] = threading.BoundedSemaphore(cfg.flow.max_parallel_stages)
     logger.info("pipeline: %d DVC stages from dvc.yaml, up to %d at once", len(nodes), cfg.flow.max_parallel_stages)
 
     futures = {}
@@ -194,6 +203,7 @@ def pipeline(root: str = ".", force: bool = False, started: str = "") -> dict:
             failed.append(name)
             logger.error("stage %s did not complete: %s", name, e)
     reorder_lock(root_path, [n.name for n in nodes])
+    _slots.pop(flow_key)
     parent, tracking_errors = _tracking.pop(flow_key).close()
     for error in tracking_errors:
         logger.warning("MLflow logging failed (the stages' outputs are fine): %s", error)
