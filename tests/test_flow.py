@@ -47,7 +47,7 @@ STAGE_PY = textwrap.dedent("""
         marker.write_text("x")
         sys.exit("flaky: simulated network failure")
     if name.startswith("slow"):
-        time.sleep(2)
+        time.sleep(5)  # longer than Prefect's task start-up on a busy 2-core machine (~2 s)
     Path(out).parent.mkdir(exist_ok=True)
     Path(out).write_text(name + "".join(Path(i).read_text() for i in ins))
     with log.open("a") as f:
