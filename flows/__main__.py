@@ -13,9 +13,7 @@ from tasks.atomic import atomic_write_json
 
 def run(args) -> int:
     from prefect import tags
-    from prefect.task_runners import ThreadPoolTaskRunner
 
-    from flows.dag import load_dag
     from flows.pipeline import pipeline
     from tasks.config import ConfigError, load_config
 
@@ -26,8 +24,7 @@ def run(args) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     t0 = time.time()
-    # one thread per stage: the flow itself limits how many run at once (flow.max_parallel_stages)
-    flow = pipeline.with_options(name=cfg.flow.name, task_runner=ThreadPoolTaskRunner(max_workers=len(load_dag(root))))
+    flow = pipeline.with_options(name=cfg.flow.name)
     with tags("tinyfoundry"):
         summary = flow(root=str(root), force=args.force, started=time.strftime("%Y%m%d-%H%M%S"))
     summary["process_wall_seconds"] = round(time.time() - t0, 2)

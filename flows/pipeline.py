@@ -33,18 +33,18 @@ from tasks.stages import STAGES, metrics_path, section_name
 from tasks.tracking import FLOW_ENV, PARENT_ENV, log_finished_stage
 
 
-
 class Tracking:
     """MLflow work of one flow run, kept off the stages' critical path: the parent run is created in the
     background while the first stages run, and finished stages are logged by one background thread."""
 
     def __init__(self, root: Path, cfg):
+        self.cfg = cfg
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow")
         self.parent: Future = self.pool.submit(start_parent_run, root, cfg)
         self.pending: list[Future] = []
 
     def log_later(self, node: StageNode, root: Path) -> None:
-        self.pending.append(self.pool.submit(lambda: log_stage_to_mlflow(node, root, self.parent.result())))
+        self.pending.append(self.pool.submit(lambda: log_stage_to_mlflow(node, root, self.cfg, self.parent.result())))
 
     def close(self) -> tuple[str | None, list[str]]:
         """Wait for the logging; a tracking failure is reported, not turned into a failed pipeline."""
@@ -127,8 +127,7 @@ def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False
                 "dvc_commit_seconds": round(commit_s, 3), "process_exit": exited}
 
 
-def log_stage_to_mlflow(node: StageNode, root: Path, parent_run_id: str) -> None:
-    cfg = load_config(root / "params.yaml")
+def log_stage_to_mlflow(node: StageNode, root: Path, cfg, parent_run_id: str) -> None:
     metrics_file = root / metrics_path(node.family, node.source)
     stats = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
     log_finished_stage(node.name, cfg.section(section_name(node.name)).model_dump(), stats, metrics_file,
@@ -175,7 +174,7 @@ def finish_parent_run(run_id: str | None, summary: dict, failed: bool) -> None:
 
 
 @flow(name="tinyfoundry", flow_run_name="pipeline-{started}", log_prints=True,
-      task_runner=ThreadPoolTaskRunner(max_workers=64))
+      task_runner=ThreadPoolTaskRunner(max_workers=64))  # a thread per stage; `_slots` limits running ones
 def pipeline(root: str = ".", force: bool = False, started: str = "") -> dict:
     """Run every stage of dvc.yaml that DVC reports out of date, in DAG order, independent ones concurrently."""
     logger = get_run_logger()
