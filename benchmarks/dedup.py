@@ -1,12 +1,17 @@
 """Dedup speed, quality and memory, side by side in one run: this stage vs datatrove's MinHash pipeline vs a
 naive per-shingle `MinHash.update` loop, on the same real-book documents with planted near-duplicates.
 
-    .venv/bin/python benchmarks/dedup.py                 # 4000 docs, index memory at 100k docs
+    .venv/bin/python benchmarks/dedup.py                 # 4000 docs, MinHash seed 1, index memory at 100k docs
+    .venv/bin/python benchmarks/dedup.py --docs 3000 --seeds 1 2 3 4 5 6 7 8 --skip index
     .venv/bin/python benchmarks/dedup.py --docs 1000 --index-docs 20000 --skip datatrove
 
 Each method runs in its own process (clean peak RSS), single-core (1 worker) so documents/s is per core.
+Methods: ours (the stage, default params: FineWeb's 14x8 banding plus a second layout), ours with one
+layout (`band_layouts: 1`, FineWeb's banding alone), datatrove's MinHash pipeline, the naive loop.
 Quality: planted twins at exact word-5-gram Jaccard 0.3–0.95 (tasks/dedup/planted.py); recall over pairs
 with J ≥ 0.85, precision over the (removed, kept) pairs a method produced (false when J ≤ 0.5).
+A banding miss is a coin flip of the MinHash permutations, so `--seeds` repeats every method with other
+permutation seeds on the same documents and pools the counts (one run differs by a pair or two).
 Index memory: `--index-docs` random signatures (worst case: no shared buckets) in our compact
 MinHashLSH storage vs datasketch's default in-memory storage, RSS growth per document.
 """
@@ -39,19 +44,23 @@ def _current_rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def method_ours(work: Path, n: int) -> list[int]:
+def method_ours(work: Path, n: int, seed: int, band_layouts: int | None = None) -> list[int]:
     from tasks.config.dedup import DedupConfig
     from tasks.dedup import run_dedup
     from tasks.docs import iter_docs
 
-    run_dedup(DedupConfig(processes=1), {"web": work / "in"}, work / "ours")
+    cfg = DedupConfig(processes=1, seed=seed)
+    if band_layouts is not None:
+        cfg = cfg.model_copy(update={"band_layouts": band_layouts})
+    out = work / f"ours-{cfg.band_layouts}"
+    run_dedup(cfg, {"web": work / "in"}, out)
     head = list(range(n))
-    for doc in iter_docs(work / "ours", "rejects"):
+    for doc in iter_docs(out, "rejects"):
         head[int(doc["id"][1:])] = int(doc["metadata"]["duplicate_of"][1:])
     return head
 
 
-def method_naive(work: Path, n: int) -> list[int]:
+def method_naive(work: Path, n: int, seed: int) -> list[int]:
     """The datasketch tutorial: one `MinHash.update` per shingle, default MinHashLSH, same verification."""
     from datasketch import MinHash, MinHashLSH
 
@@ -65,7 +74,7 @@ def method_naive(work: Path, n: int) -> list[int]:
     mins = {}
     for i in order:
         words = [w for w in _SPLIT.split(docs[i]["text"].lower()) if w]
-        m = MinHash(num_perm=112, seed=1)
+        m = MinHash(num_perm=112, seed=seed)
         for j in range(max(len(words) - 4, 1)):
             m.update(" ".join(words[j:j + 5]).encode())
         mins[i] = m
@@ -80,7 +89,7 @@ def method_naive(work: Path, n: int) -> list[int]:
     return head
 
 
-def method_datatrove(work: Path, n: int) -> list[int]:
+def method_datatrove(work: Path, n: int, seed: int) -> list[int]:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
                                                   MinhashDedupFilter, MinhashDedupSignature)
@@ -89,8 +98,8 @@ def method_datatrove(work: Path, n: int) -> list[int]:
 
     from tasks.docs import iter_docs
 
-    cfg = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8, seed=1)
-    dt = work / "datatrove"
+    cfg = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8, seed=seed)
+    dt = work / f"datatrove-{seed}"
     reader = JsonlReader(str(work / "in" / "docs"))
     steps = [
         [reader, MinhashDedupSignature(output_folder=str(dt / "sigs"), config=cfg)],
@@ -124,12 +133,14 @@ def method_index(work: Path, n: int, kind: str) -> dict:
     import numpy as np
     from datasketch import LeanMinHash, MinHashLSH
 
-    from tasks.dedup.lsh import CompactMinHashLSH
+    from tasks.config.dedup import DedupConfig
+    from tasks.dedup.lsh import banded_signatures, make_index
 
     sigs = np.random.default_rng(0).integers(0, 2**32, size=(n, 112), dtype=np.uint32)
-    minhashes = [LeanMinHash(seed=1, hashvalues=s, scheme="affine32") for s in sigs]
+    cfg = DedupConfig(band_layouts=1 if kind in ("compact-1", "dict") else 2)
+    minhashes = [LeanMinHash(seed=1, hashvalues=s, scheme="affine32") for s in banded_signatures(sigs, cfg)]
     before = _current_rss()
-    lsh = CompactMinHashLSH(112, (14, 8)) if kind == "compact" else MinHashLSH(num_perm=112, params=(14, 8))
+    lsh = make_index(cfg) if kind.startswith("compact") else MinHashLSH(num_perm=112, params=(14, 8))
     t0 = time.time()
     with lsh.insertion_session() as s:
         for i, m in enumerate(minhashes):
@@ -141,15 +152,43 @@ def method_index(work: Path, n: int, kind: str) -> dict:
     query_s = time.time() - t0
     out = {"rss_bytes_per_doc": (_current_rss() - before) / n, "insert_per_s": n / insert_s,
            "query_per_s": min(n, 5000) / query_s, "hits": hits}
-    if kind == "compact":
+    if kind.startswith("compact"):
         out["array_bytes_per_doc"] = lsh.nbytes() / n
     return out
+
+
+def expected_recall(jaccards: list[float], band_layouts: int, trials: int = 4000) -> float:
+    """Recall the banding gives in expectation if each of the 112 values matches with probability J
+    (the MinHash model; exact for one layout, Monte Carlo over the layouts' shared values otherwise)."""
+    import numpy as np
+
+    from tasks.config.dedup import DedupConfig
+    from tasks.dedup.lsh import banded_signatures
+
+    cfg = DedupConfig(band_layouts=band_layouts)
+    if band_layouts == 1:
+        return float(np.mean([1 - (1 - j ** cfg.rows) ** cfg.bands for j in jaccards]))
+    rng = np.random.default_rng(0)
+    hit = []
+    for j in jaccards:
+        match = banded_signatures(rng.random((trials, cfg.num_perm)) < j, cfg)
+        bands = match.reshape(trials, -1, cfg.rows).all(axis=2)
+        hit.append(bands.any(axis=1).mean())
+    return float(np.mean(hit))
+
+
+METHODS = {
+    "ours": method_ours,
+    "ours-1-layout": lambda work, n, seed: method_ours(work, n, seed, band_layouts=1),
+    "datatrove": method_datatrove,
+    "naive": method_naive,
+}
 
 
 def child(args) -> None:
     work, n = Path(args.work), args.n
     import datasketch  # noqa: F401  (imports are not part of the timing)
-    if args.method == "ours":
+    if args.method.startswith("ours"):
         import tasks.dedup  # noqa: F401
     if args.method == "datatrove":
         import datatrove.pipeline.dedup.minhash  # noqa: F401
@@ -157,13 +196,14 @@ def child(args) -> None:
     if args.method.startswith("index-"):
         print(json.dumps(method_index(work, n, args.method.split("-", 1)[1])))
         return
-    head = {"ours": method_ours, "naive": method_naive, "datatrove": method_datatrove}[args.method](work, n)
+    head = METHODS[args.method](work, n, args.seed)
     print(json.dumps({"seconds": time.time() - t0, "head": head, "peak_rss_mb": _rss_mb()}))
 
 
-def run_child(method: str, work: Path, n: int) -> dict:
+def run_child(method: str, work: Path, n: int, seed: int = 1) -> dict:
     env = {**os.environ, "TINYFOUNDRY_LOG_LEVEL": "WARNING", "TQDM_DISABLE": "1"}
-    proc = subprocess.run([sys.executable, __file__, "--child", method, "--work", str(work), "--n", str(n)],
+    proc = subprocess.run([sys.executable, __file__, "--child", method, "--work", str(work), "--n", str(n),
+                           "--seed", str(seed)],
                           capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{method} failed:\n{proc.stderr[-3000:]}")
@@ -173,9 +213,11 @@ def run_child(method: str, work: Path, n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=4000, help="documents (half originals, half planted twins)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="MinHash permutation seeds, pooled")
     parser.add_argument("--index-docs", type=int, default=100_000)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["datatrove", "naive", "index"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["datatrove", "naive", "ours-1-layout", "index"])
     parser.add_argument("--child"), parser.add_argument("--work"), parser.add_argument("--n", type=int)
+    parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     if args.child:
         args.method = args.child
@@ -188,41 +230,56 @@ def main() -> None:
     texts, pairs = plant(book_passages(BOOKS, args.docs // 2, seed=11), lo=0.3, hi=0.95, seed=11)
     n = len(texts)
     print(f"corpus: {n} documents ({n // 2} book passages + one planted twin each), "
-          f"{sum(map(len, texts)) / n:.0f} chars/doc mean; built in {time.time() - t0:.0f} s")
+          f"{sum(map(len, texts)) / n:.0f} chars/doc mean; built in {time.time() - t0:.0f} s; "
+          f"MinHash seeds {args.seeds}")
+    methods = [m for m in METHODS if m not in args.skip]
     with tempfile.TemporaryDirectory(prefix="dedup-bench-") as tmp:
         work = Path(tmp)
         write_docs(work / "in" / "docs" / "00000.jsonl.gz",
                    [{"text": t, "id": f"d{i}", "metadata": {"source": "web"}} for i, t in enumerate(texts)])
-        rows = {}
-        for method in ("ours", "datatrove", "naive"):
-            if method in args.skip:
-                continue
-            r = run_child(method, work, n)
-            q = score(texts, pairs, r["head"])
-            rows[method] = {"docs_per_s_core": n / r["seconds"], "recall": q["recall"], "precision": q["precision"],
-                            "fpr": q["fpr"], "peak_rss_mb": r["peak_rss_mb"]}
-            print(f"  {method}: {r['seconds']:.1f} s", flush=True)
-        expected = sum(1 - (1 - p.jaccard ** 8) ** 14 for p in pairs if p.jaccard >= 0.85) / q["positives"]
-        print(f"\nplanted pairs: {q['positives']} with J >= 0.85, {q['negatives']} with J <= 0.5; "
-              f"expected recall of 14x8 banding on them: {expected:.3f} (any MinHash family)")
-        base = rows.get("datatrove")
-        print(f"{'method':<12}{'docs/s/core':>12}{'vs datatrove':>14}{'recall':>9}{'precision':>11}{'fpr':>8}"
-              f"{'peak RSS MB':>13}")
-        for method, r in rows.items():
-            ratio = f"{r['docs_per_s_core'] / base['docs_per_s_core']:.2f}x" if base else "-"
-            print(f"{method:<12}{r['docs_per_s_core']:>12.0f}{ratio:>14}{r['recall']:>9.3f}{r['precision']:>11.4f}"
-                  f"{r['fpr']:>8.3f}{r['peak_rss_mb']:>13.0f}")
+        runs: dict[str, list[dict]] = {m: [] for m in methods}
+        for seed in args.seeds:
+            for method in methods:
+                r = run_child(method, work, n, seed)
+                runs[method].append({**score(texts, pairs, r["head"]), "seconds": r["seconds"],
+                                     "peak_rss_mb": r["peak_rss_mb"]})
+                print(f"  seed {seed} {method}: {r['seconds']:.1f} s, recall {runs[method][-1]['recall']:.3f}",
+                      flush=True)
+        print_quality_table(runs, n, [p.jaccard for p in pairs if p.jaccard >= 0.85], len(args.seeds))
 
         if "index" not in args.skip:
             print(f"\nLSH index memory, {args.index_docs} documents (random signatures: no shared buckets)")
-            compact = run_child("index-compact", work, args.index_docs)
-            default = run_child("index-dict", work, args.index_docs)
-            print(f"{'storage':<26}{'RSS bytes/doc':>14}{'array bytes/doc':>17}{'inserts/s':>11}{'queries/s':>11}")
-            for name, r in (("ours (ArrayBucketStorage)", compact), ("datasketch dict storage", default)):
-                print(f"{name:<26}{r['rss_bytes_per_doc']:>14.0f}{r.get('array_bytes_per_doc', float('nan')):>17.0f}"
+            rows = {"ours, 2 layouts (default)": run_child("index-compact-2", work, args.index_docs),
+                    "ours, 1 layout": run_child("index-compact-1", work, args.index_docs),
+                    "datasketch dict, 1 layout": run_child("index-dict", work, args.index_docs)}
+            print(f"{'storage':<27}{'RSS bytes/doc':>14}{'array bytes/doc':>17}{'inserts/s':>11}{'queries/s':>11}")
+            for name, r in rows.items():
+                print(f"{name:<27}{r['rss_bytes_per_doc']:>14.0f}{r.get('array_bytes_per_doc', float('nan')):>17.0f}"
                       f"{r['insert_per_s']:>11.0f}{r['query_per_s']:>11.0f}")
-            print(f"ratio dict/ours RSS: {default['rss_bytes_per_doc'] / compact['rss_bytes_per_doc']:.1f}x")
 
+
+def print_quality_table(runs: dict[str, list[dict]], n: int, positive_jaccards: list[float], seeds: int) -> None:
+    """One row per method, counts pooled over the seeds; per-seed recall after it."""
+    print(f"\nplanted pairs per seed: {len(positive_jaccards)} with J >= 0.85; expected recall on them "
+          f"(MinHash model, any hash family): 14x8 banding {expected_recall(positive_jaccards, 1):.4f}, "
+          f"two layouts {expected_recall(positive_jaccards, 2):.4f}")
+    base = runs.get("datatrove")
+    base_speed = n * len(base) / sum(r["seconds"] for r in base) if base else None
+    print(f"{'method':<15}{'docs/s/core':>12}{'vs datatrove':>14}{'recall':>9}{'missed':>9}{'precision':>11}"
+          f"{'fpr':>8}{'peak RSS MB':>13}")
+    for method, rs in runs.items():
+        total = {k: sum(r[k] for r in rs) for k in ("positives", "found", "flagged", "bad_flagged",
+                                                     "negatives", "false_planted", "seconds")}
+        speed = n * len(rs) / total["seconds"]
+        ratio = f"{speed / base_speed:.2f}x" if base_speed else "-"
+        missed = f"{total['positives'] - total['found']}/{total['positives']}"
+        precision = 1 - total["bad_flagged"] / total["flagged"] if total["flagged"] else 1.0
+        print(f"{method:<15}{speed:>12.0f}{ratio:>14}{total['found'] / total['positives']:>9.4f}{missed:>9}"
+              f"{precision:>11.4f}{total['false_planted'] / total['negatives']:>8.3f}"
+              f"{max(r['peak_rss_mb'] for r in rs):>13.0f}")
+    if seeds > 1:
+        print("recall per seed: " + "; ".join(
+            f"{method} " + " ".join(f"{r['recall']:.3f}" for r in rs) for method, rs in runs.items()))
 
 if __name__ == "__main__":
     main()

@@ -27,6 +27,12 @@ class DedupConfig(Section):
     """LSH bands (FineWeb: 14). With `rows` this sets the S-curve: candidates above ≈ (1/bands)^(1/rows)."""
     rows: int = Field(8, ge=1)
     """MinHash values per band (FineWeb: 8)."""
+    band_layouts: int = Field(2, ge=1, le=8)
+    """How many ways the same signature is cut into `bands` × `rows` (1: FineWeb's banding alone).
+    Layout 1 takes the values in order; each further layout re-bands a fixed shuffle of them, so the
+    candidates are a superset of FineWeb's: at Jaccard 0.85 a pair is missed with p ≈ 0.0007 instead
+    of 0.012, for 16 more index bytes per band per document. The verification turns down the extra
+    low-similarity candidates."""
     verify_threshold: float = Field(0.7, gt=0, le=1)
     """An LSH candidate is a near duplicate only if its Jaccard similarity (see `verify`) reaches this
     (removes the banding's false positives; FineWeb does not verify)."""
@@ -63,6 +69,10 @@ class DedupConfig(Section):
         if self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands*rows ({self.bands}*{self.rows}) must not exceed num_perm ({self.num_perm})")
         return self
+
+    def index_shape(self) -> tuple[int, tuple[int, int]]:
+        """(values, (bands, rows)) of the `MinHashLSH` holding every layout's bands side by side."""
+        return self.band_layouts * self.bands * self.rows, (self.band_layouts * self.bands, self.rows)
 
     def lsh_threshold(self) -> float:
         """Jaccard similarity where a pair has a 50% chance of sharing a band: ≈ (1/bands)^(1/rows)."""

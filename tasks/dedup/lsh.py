@@ -1,5 +1,8 @@
 """The LSH index: datasketch's `MinHashLSH` (bands × rows), on Redis or on a compact in-memory storage.
 
+With `band_layouts` > 1 the signature is banded several ways (`banded_signatures`); the index is one
+`MinHashLSH` over the layouts' bands side by side, so datasketch still does all inserting and querying.
+
 datasketch's own in-memory storage keeps a Python `set` per bucket and every band hash again per key:
 ~4-5 KB per document with 14 bands. `ArrayBucketStorage` below implements datasketch's storage
 interface over sorted numpy arrays (8-byte band hash + 8-byte key per band: ~230 bytes per document),
@@ -136,16 +139,27 @@ class CompactMinHashLSH(MinHashLSH):
         return sum(t.nbytes() for t in self.hashtables)
 
 
+def banded_signatures(sigs: np.ndarray, cfg) -> np.ndarray:
+    """The values the index bands, (docs, band_layouts * bands * rows): the first layout is the signature's
+    first bands * rows values in order (FineWeb's banding); each further layout k = 1, 2, … takes them after
+    a fixed shuffle (numpy seed k), so a pair whose matches are spread over every band of one cut can fill
+    a band of another."""
+    used = cfg.bands * cfg.rows
+    layouts = [np.arange(used)] + [np.random.default_rng(k).permutation(cfg.num_perm)[:used]
+                                   for k in range(1, cfg.band_layouts)]
+    return np.ascontiguousarray(sigs[:, np.concatenate(layouts)])
+
+
 def make_index(cfg) -> MinHashLSH:
-    """The index `cfg.storage` names ("memory" or "redis"), for `cfg.num_perm` and `cfg.bands` × `cfg.rows`."""
-    params = (cfg.bands, cfg.rows)
+    """The index `cfg.storage` names ("memory" or "redis") for `banded_signatures`: every layout's bands."""
+    num_perm, params = cfg.index_shape()
     if cfg.storage == "memory":
-        return CompactMinHashLSH(cfg.num_perm, params)
+        return CompactMinHashLSH(num_perm, params)
     # a fresh key prefix per run: stale buckets of an earlier run must never answer this run's queries
     basename = f"{cfg.redis.basename}:{uuid.uuid4().hex[:12]}".encode()
     storage = {"type": "redis", "basename": basename,
                "redis": {"host": cfg.redis.host, "port": cfg.redis.port, "db": cfg.redis.db}}
-    lsh = MinHashLSH(num_perm=cfg.num_perm, params=params, storage_config=storage, hashfunc=band_digest)
+    lsh = MinHashLSH(num_perm=num_perm, params=params, storage_config=storage, hashfunc=band_digest)
     lsh.redis_basename = basename
     return lsh
 

@@ -146,6 +146,7 @@ def score(texts: list[str], pairs: list[Pair], head: list[int], pos: float = 0.8
     bad = sum(jaccard(texts[i], texts[h]) <= neg for i, h in flagged)
     return {
         "positives": len(positives), "negatives": len(negatives), "flagged": len(flagged),
+        "found": found, "false_planted": false_planted, "bad_flagged": bad,
         "recall": found / len(positives) if positives else float("nan"),
         "precision": 1 - bad / len(flagged) if flagged else 1.0,
         "fpr": false_planted / len(negatives) if negatives else 0.0,

@@ -4,7 +4,8 @@
 2. Signatures in worker processes: exact-text digest + MinHash over word n-grams (tasks/dedup/minhash.py).
 3. Rank documents by the keep rule (`keep_priority` source order, then longer, then smaller id).
 4. Exact duplicates: same digest → duplicate of the best-ranked member.
-5. Near duplicates: insert every remaining signature into datasketch's `MinHashLSH` (bands × rows);
+5. Near duplicates: insert every remaining signature into datasketch's `MinHashLSH` (bands × rows, banded
+   `band_layouts` ways: tasks/dedup/lsh.py);
    walk the documents best-ranked first; a document not yet claimed is kept and claims each
    lower-ranked, unclaimed LSH candidate whose Jaccard reaches `verify_threshold` (estimated from
    the full signatures, or exact over the shingle-hash sets with `verify: exact`). Every cluster is a star around its kept document, so every removed document
@@ -32,7 +33,7 @@ from tqdm import tqdm
 from tasks.atomic import atomic_dir
 from tasks.docs import DOCS, REJECTS, doc_files, scan_docs
 
-from .lsh import CompactMinHashLSH, drop_index, make_index
+from .lsh import CompactMinHashLSH, banded_signatures, drop_index, make_index
 from .minhash import Hasher, _batch_worker, estimated_jaccard, exact_jaccard
 
 log = logging.getLogger("tinyfoundry.dedup")
@@ -175,13 +176,14 @@ def assign(corpus: Corpus, cfg, lsh=None) -> Assignment:
     exact = n - len(first_with)
 
     sigs = corpus.signatures(cfg.num_perm)[np.array(candidates, dtype=np.int64)]
+    bands = banded_signatures(sigs, cfg)
     own_index = lsh is None
     lsh = make_index(cfg) if own_index else lsh
     checked = verified = 0
     t0 = time.time()
     try:
-        def minhash(i: int) -> LeanMinHash:
-            return LeanMinHash(seed=cfg.seed, hashvalues=sigs[i], scheme="affine32")
+        def minhash(i: int) -> LeanMinHash:  # the index only bands the values; seed and scheme are labels
+            return LeanMinHash(seed=cfg.seed, hashvalues=bands[i], scheme="affine32")
 
         with lsh.insertion_session(buffer_size=10_000) as session:
             for i in tqdm(range(len(candidates)), desc="dedup: LSH insert", unit="doc", mininterval=2, disable=None):
@@ -312,9 +314,9 @@ def _peak_rss_mb() -> tuple[float, float]:
 def run_dedup(cfg, inputs: dict[str, Path], output: Path) -> dict:
     started = time.time()
     hasher = Hasher(cfg.shingle_words, cfg.num_perm, cfg.seed)
-    log.info("dedup: %d-word shingles, %d permutations, %d bands x %d rows (LSH threshold ~%.2f), "
-             "verify at %s Jaccard >= %.2f, index in %s", cfg.shingle_words, cfg.num_perm, cfg.bands,
-             cfg.rows, cfg.lsh_threshold(), cfg.verify + ("d" if cfg.verify == "estimate" else ""),
+    log.info("dedup: %d-word shingles, %d permutations, %d bands x %d rows (LSH threshold ~%.2f) in %d "
+             "layout(s), verify at %s Jaccard >= %.2f, index in %s", cfg.shingle_words, cfg.num_perm, cfg.bands,
+             cfg.rows, cfg.lsh_threshold(), cfg.band_layouts, cfg.verify + ("d" if cfg.verify == "estimate" else ""),
              cfg.verify_threshold, cfg.storage)
     corpus = compute_signatures(inputs, hasher, cfg.processes, cfg.batch_docs, cfg.verify == "exact")
     n = len(corpus.ids)
