@@ -187,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                             datefmt="%H:%M:%S")
+    # The servers run in their own sessions, so no terminal signal reaches them: Ctrl-C and `kill` must both
+    # end up here to stop them. Set explicitly: a shell's background job starts with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with running_servers(args.root, args.prefect_port, args.mlflow_port, args.timeout) as urls:
             print(banner(urls), flush=True)
@@ -195,10 +199,17 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(3600)
             except KeyboardInterrupt:
                 print("\nstopping servers...", flush=True)
+    except KeyboardInterrupt:  # while a server was still starting: the context managers stopped what ran
+        print("\ninterrupted while starting; servers stopped", flush=True)
+        return 130
     except (RuntimeError, TimeoutError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

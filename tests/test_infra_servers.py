@@ -1,5 +1,5 @@
 """`python -m flows ui` (flows/servers.py): both servers on 127.0.0.1, healthy, on the project's stores, and gone
-after Ctrl-C."""
+after Ctrl-C or `kill`."""
 from __future__ import annotations
 
 import os
@@ -37,7 +37,8 @@ def test_banner_gives_the_client_env():
 
 
 @pytest.mark.slow
-def test_flows_ui_starts_both_servers_and_ctrl_c_stops_them(tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_flows_ui_starts_both_servers_and_a_signal_stops_them(tmp_path, stop_signal):
     prefect_port, mlflow_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     proc = subprocess.Popen([sys.executable, "-m", "flows", "ui", "--root", str(tmp_path),
@@ -66,7 +67,7 @@ def test_flows_ui_starts_both_servers_and_ctrl_c_stops_them(tmp_path):
                 s.settimeout(2)
                 assert s.connect_ex((other, prefect_port)) != 0 and s.connect_ex((other, mlflow_port)) != 0
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         rc = proc.wait(timeout=60)
     assert rc == 0
     assert not port_in_use(prefect_port) and not port_in_use(mlflow_port)
