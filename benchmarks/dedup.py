@@ -2,7 +2,7 @@
 naive per-shingle `MinHash.update` loop, on the same real-book documents with planted near-duplicates.
 
     .venv/bin/python benchmarks/dedup.py                 # 4000 docs, MinHash seed 1, index memory at 100k docs
-    .venv/bin/python benchmarks/dedup.py --docs 3000 --seeds 1 2 3 4 5 6 7 8 --skip index
+    .venv/bin/python benchmarks/dedup.py --docs 3000 --seeds 1 2 3 4 5 6 7 8 9 10   # docs/dedup.md figures
     .venv/bin/python benchmarks/dedup.py --docs 1000 --index-docs 20000 --skip datatrove
 
 Each method runs in its own process (clean peak RSS), single-core (1 worker) so documents/s is per core.
@@ -274,7 +274,7 @@ def print_quality_table(runs: dict[str, list[dict]], n: int, positive_jaccards: 
         ratio = f"{speed / base_speed:.2f}x" if base_speed else "-"
         missed = f"{total['positives'] - total['found']}/{total['positives']}"
         precision = 1 - total["bad_flagged"] / total["flagged"] if total["flagged"] else 1.0
-        print(f"{method:<15}{speed:>12.0f}{ratio:>14}{total['found'] / total['positives']:>9.4f}{missed:>9}"
+        print(f"{method:<15}{speed:>12.0f}{ratio:>14}{total["found"] / max(total["positives"], 1):>9.4f}{missed:>9}"
               f"{precision:>11.4f}{total['false_planted'] / total['negatives']:>8.3f}"
               f"{max(r['peak_rss_mb'] for r in rs):>13.0f}")
     if seeds > 1:
