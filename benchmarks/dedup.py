@@ -274,7 +274,7 @@ def print_quality_table(runs: dict[str, list[dict]], n: int, positive_jaccards: 
         ratio = f"{speed / base_speed:.2f}x" if base_speed else "-"
         missed = f"{total['positives'] - total['found']}/{total['positives']}"
         precision = 1 - total["bad_flagged"] / total["flagged"] if total["flagged"] else 1.0
-        print(f"{method:<15}{speed:>12.0f}{ratio:>14}{total["found"] / max(total["positives"], 1):>9.4f}{missed:>9}"
+        print(f"{method:<15}{speed:>12.0f}{ratio:>14}{total['found'] / max(total['positives'], 1):>9.4f}{missed:>9}"
               f"{precision:>11.4f}{total['false_planted'] / total['negatives']:>8.3f}"
               f"{max(r['peak_rss_mb'] for r in rs):>13.0f}")
     if seeds > 1:
