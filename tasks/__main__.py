@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from tasks.atomic import atomic_write_json
-from tasks.config import ConfigError, PipelineConfig, load_config, read_yaml
+from tasks.config import ConfigError, PipelineConfig, ensure_library_checks, load_config, read_yaml
 from tasks.stages import COMMANDS, STAGES, load_target, metrics_path
 from tasks.tracking import FLOW_ENV, flatten, is_rank_zero, log_artifact, log_metrics, stage_run
 
@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         cfg = load_config(args.params, args.profile)
+        # values checked against the code that consumes them; a stage skips this when the same config passed
+        ensure_library_checks(cfg, Path(args.params).resolve().parent, force=args.stage == "validate")
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

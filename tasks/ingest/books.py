@@ -13,6 +13,8 @@ from pathlib import Path
 
 from datatrove.data import Document
 
+from tasks.config.languages import NAMES as LANGUAGES
+
 from .common import DocsWriter, RejectingReader, docs_writer, rejects_writer, split_input
 
 BOOK_NAME = re.compile(r"\.txt(\.gz)?$", re.I)
@@ -26,11 +28,6 @@ FIELD = re.compile(r"^(Title|Author|Language|Release Date|Posting Date|Character
 EBOOK_NO = re.compile(r"\[\s*e-?book\s*#\s*(\d+)\s*\]", re.I)
 CHAPTER = re.compile(r"^(?:CHAPTER|Chapter|BOOK|Book|PART|Part|LETTER|Letter|ACT|Act|STAVE|Stave)\s+"
                      r"(?:[IVXLCDM]+|\d+|[A-Z][a-z]+)\b.*$", re.M)
-LANGUAGES = {"english": "en", "french": "fr", "german": "de", "spanish": "es", "italian": "it", "dutch": "nl",
-             "portuguese": "pt", "latin": "la", "finnish": "fi", "swedish": "sv", "danish": "da",
-             "norwegian": "no", "icelandic": "is", "greek": "el", "russian": "ru", "chinese": "zh",
-             "japanese": "ja", "polish": "pl", "hungarian": "hu", "esperanto": "eo", "catalan": "ca"}
-
 
 WESTERN = {"english", "french", "german", "spanish", "italian", "dutch", "portuguese", "latin", "finnish",
            "swedish", "danish", "norwegian", "icelandic", "catalan", "esperanto"}
