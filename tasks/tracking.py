@@ -70,7 +70,10 @@ def numeric(d: dict) -> dict[str, float]:
 
 
 def param_strings(d: dict) -> dict[str, str]:
-    return {mlflow_key(k): str(v)[:500] for k, v in flatten(d).items()}
+    """MLflow params: every value as text, credentials masked (URIs with passwords, `HF_TOKEN=` in env_command)."""
+    from tasks.redact import redact
+
+    return {mlflow_key(k): redact(str(v))[:500] for k, v in flatten(d).items()}
 
 
 class BackgroundRun:
