@@ -149,7 +149,6 @@ def load_errors(data: dict) -> str:
       "mix": {"text_weights": {"books": 1.0, "web": 0}}}, "mix text_weights must be non-empty with positive weights"),
     ({"evaluate": {"tasks": [{"name": "piqa", "data": "piqa_vaild.jsonl", "labels": "piqa_valid-labels.lst"}]}},
      "evaluate.tasks[0].data 'piqa_vaild.jsonl' (piqa) is not among the files fetch.eval.uris brings"),
-    ({"flow": {"retries": {"fetch": 3, "trian": 1}}}, "flow.retries names unknown stage(s) ['trian']"),
 ])
 def test_values_that_would_fail_later_are_rejected_at_load_naming_key_and_allowed_values(params, shared_data, override,
                                                                                          fragment):

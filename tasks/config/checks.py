@@ -28,8 +28,6 @@ SOURCES = tuple(IngestConfig.model_fields)  # every document's metadata.source i
 
 def cross_section_errors(cfg) -> list[str]:
     """Values of one section that must agree with another's (`cfg` is a PipelineConfig)."""
-    from tasks.stages import STAGES
-
     errors = []
     listed = ", ".join(SOURCES)
     for key, names in (("mix.text_weights", cfg.mix.text_weights), ("tokenizer.sample_weights", cfg.tokenizer.sample_weights)):
@@ -41,8 +39,6 @@ def cross_section_errors(cfg) -> list[str]:
     if absent := [s for s in cfg.evaluate.sources if s not in mixed]:
         errors.append(f"evaluate.sources {absent} are not in the mix (mix.text_weights, mix.code_source), so they "
                       f"have no held-out documents; mixed sources: {sorted(mixed)}")
-    if unknown := sorted(set(cfg.flow.retries) - set(STAGES)):
-        errors.append(f"flow.retries names unknown stage(s) {unknown}; stages: {', '.join(STAGES)}")
     return errors + eval_file_errors(cfg)
 
 
