@@ -80,11 +80,9 @@ def copy_tree(src: Path, dest: Path, patterns: list[str]) -> Copied:
     Symlinks, other non-regular files and unreadable paths are rejects with a reason, counted and logged."""
     out = Copied()
 
-    def rel_of(path: str | None) -> str:
-        return Path(path or src).relative_to(src).as_posix() if path else "?"
-
-    def unreadable(err: OSError) -> None:
-        out.reject(rel_of(err.filename), "unreadable", err.strerror or type(err).__name__)
+    def unreadable(err: OSError) -> None:  # os.walk's report of a directory it cannot list
+        rel = Path(err.filename).relative_to(src).as_posix() if err.filename else "?"
+        out.reject(rel, "unreadable", err.strerror or type(err).__name__)
 
     for dirpath, dirnames, filenames in os.walk(src, onerror=unreadable):  # followlinks=False: links are not entered
         here = Path(dirpath)

@@ -94,5 +94,5 @@ def load_config(path: str | Path = DEFAULT_PARAMS, profile: str | Path | None = 
     return parse_config(data)
 
 
-__all__ = ["ConfigError", "PipelineConfig", "Section", "deep_merge", "ensure_library_checks", "load_config", "parse_config",
-           "read_yaml"]
+__all__ = ["ConfigError", "PipelineConfig", "Section", "deep_merge", "ensure_library_checks", "load_config",
+           "parse_config", "read_yaml"]

@@ -30,7 +30,8 @@ def cross_section_errors(cfg) -> list[str]:
     """Values of one section that must agree with another's (`cfg` is a PipelineConfig)."""
     errors = []
     listed = ", ".join(SOURCES)
-    for key, names in (("mix.text_weights", cfg.mix.text_weights), ("tokenizer.sample_weights", cfg.tokenizer.sample_weights)):
+    for key, names in (("mix.text_weights", cfg.mix.text_weights),
+                       ("tokenizer.sample_weights", cfg.tokenizer.sample_weights)):
         if unknown := sorted(set(names) - set(SOURCES)):
             errors.append(f"{key} names source(s) {unknown} that no stage produces; sources: {listed}")
     if cfg.mix.code_source not in SOURCES:

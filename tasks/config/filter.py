@@ -150,8 +150,9 @@ class FilterConfig(Section):
     def heuristic_errors(self) -> list[str]:
         """Each heuristic's keyword arguments checked against its filter class's signature: unknown names and
         values of the wrong type (imports datatrove; `python -m tasks validate` and stage starts run it)."""
-        from pydantic import TypeAdapter, ValidationError
         from typing import get_type_hints
+
+        from pydantic import TypeAdapter, ValidationError
 
         errors = []
         for source in SOURCES:

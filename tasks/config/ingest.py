@@ -57,7 +57,8 @@ class BooksIngestConfig(Section):
     """Split books longer than this many characters into chapter-sized documents; 0 keeps whole books."""
     max_book_bytes: int = Field(64_000_000, gt=0)
     """Books larger than this, compressed on disk or once decompressed, are dropped (`too_large`) without being
-    decompressed further: a gzip bomb cannot exhaust memory. The largest Gutenberg texts (dictionaries) are a few tens of MB."""
+    decompressed further: a gzip bomb cannot exhaust memory. The largest Gutenberg texts (dictionaries) are a few
+    tens of MB."""
 
     @model_validator(mode="after")
     def _split(self):

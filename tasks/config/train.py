@@ -76,15 +76,16 @@ class TrainConfig(Section):
             raise FieldProblem("min_lr", f"({self.min_lr}) must not exceed lr ({self.lr})")
         per_micro = self.seq_len * self.micro_batch_size
         if self.global_batch_tokens % per_micro:
-            raise FieldProblem("global_batch_tokens", f"({self.global_batch_tokens}) must be a multiple of "
-                                                      f"seq_len × micro_batch_size ({self.seq_len} × {self.micro_batch_size})")
+            raise FieldProblem("global_batch_tokens", f"({self.global_batch_tokens}) must be a multiple of seq_len × "
+                                                      f"micro_batch_size ({self.seq_len} × {self.micro_batch_size})")
         if self.global_batch_tokens % (per_micro * self.nproc_per_node):
             fits = [n for n in range(1, self.global_batch_tokens // per_micro + 1)
                     if self.global_batch_tokens % (per_micro * n) == 0]
             raise FieldProblem("nproc_per_node", (
                 f"({self.nproc_per_node}) does not divide the batch: global_batch_tokens ({self.global_batch_tokens}) "
                 f"must be a multiple of seq_len × micro_batch_size × nproc_per_node ({self.seq_len} × "
-                f"{self.micro_batch_size} × {self.nproc_per_node} = {per_micro * self.nproc_per_node}); nproc_per_node can be {fits} here, or change micro_batch_size"))
+                f"{self.micro_batch_size} × {self.nproc_per_node} = {per_micro * self.nproc_per_node}); "
+                f"nproc_per_node can be {fits} here, or change micro_batch_size"))
         if self.warmup_steps > self.max_steps:
             raise FieldProblem("warmup_steps", f"({self.warmup_steps}) must not exceed max_steps ({self.max_steps}): "
                                                "the learning rate would never reach its peak nor decay")
