@@ -99,23 +99,22 @@ def matched_copies(files: list[Path], out: Path) -> dict:
             f.seek(0)
             it = ArchiveIterator(f, check_digests=False)
             for record in it:
-                payload_type = None
+                mime = None
                 if record.rec_type == "response" and record.http_headers is not None:
-                    payload_type = (record.http_headers.get_header("Content-Type") or "").split(";")[0].strip().lower()
-                    if payload_type in HTML_TYPES and record.http_headers.get_statuscode() != "200":
-                        payload_type = "drop"
+                    mime = (record.http_headers.get_header("Content-Type") or "").split(";")[0].strip().lower()
+                    mime = mime or "application/octet-stream"
                 it.read_to_end(record)
                 raw.seek(it.get_record_offset())
                 member = raw.read(it.get_record_length())
-                if payload_type == "drop":
-                    counts["non-200 html left out"] += 1
+                if mime in HTML_TYPES and record.http_headers.get_statuscode() != "200":
+                    counts["non-200 html left out"] += 1  # datatrove would extract it, ours rejects it
                     continue
                 counts["records"] += 1
-                if payload_type:
-                    counts["html responses" if payload_type in HTML_TYPES else "other responses"] += 1
+                if mime:
+                    counts["html responses" if mime in HTML_TYPES else "other responses"] += 1
                     body = gzip.decompress(member) if gzipped else member
                     version, rest = body.split(b"\n", 1)
-                    body = version + b"\nWARC-Identified-Payload-Type: " + (payload_type or "unknown").encode() + b"\r\n" + rest
+                    body = version + b"\nWARC-Identified-Payload-Type: " + mime.encode() + b"\r\n" + rest
                     member = gzip.compress(body, mtime=0) if gzipped else body
                 dst.write(member)
     return dict(counts)

@@ -1,10 +1,10 @@
 """HTML → main text for web ingest, selected with `ingest.web.extractor` (docs/ingest.md, "Extractors").
 
-| name | what | F1 / CPU per page (benchmarks/extraction.py) |
+| name | what | F1 (benchmarks/extraction.py), CPU vs trafilatura |
 |---|---|---|
-| `resiliparse+trafilatura` (default) | `resiliparse`, and trafilatura for pages where resiliparse kept almost nothing | ≥ 0.95, ~4 ms |
-| `resiliparse` | Resiliparse main-content extraction (Lexbor parser, C++) with boilerplate skip rules | ≥ 0.95, ~4 ms |
-| `trafilatura` | trafilatura `extract` (`favour_precision`, `no_fallback`), the extractor datatrove uses | 0.96, ~30–70 ms |
+| `resiliparse+trafilatura` (default) | `resiliparse`, and trafilatura for pages where resiliparse kept almost nothing | 0.953, 1/5 |
+| `resiliparse` | Resiliparse main-content extraction (Lexbor parser, C++) with boilerplate skip rules | 0.953, 1/7 |
+| `trafilatura` | trafilatura `extract` (`favour_precision`, `no_fallback`), the extractor datatrove uses | 0.963, 1 |
 
 Each extractor is a small picklable callable `html -> (text, name of the extractor that produced it)`;
 `HtmlToText` (web.py) runs it inside datatrove's timeout sandbox.
@@ -15,8 +15,8 @@ import re
 
 WORD = re.compile(r"\w+")
 
-# Elements resiliparse's main-content heuristics leave in that are not article text: the page title (kept as
-# metadata by trafilatura too), figures and captions, ARIA landmarks that are not the main content, cookie and
+# Elements resiliparse's main-content heuristics leave in that are not article text: the page title `h1` (human
+# article bodies leave it out; trafilatura often does), figures and captions, ARIA landmarks that are not the main content, cookie and
 # consent banners, related-story / share / newsletter boxes, by-lines and dates. The categories follow
 # trafilatura's discard rules (xpaths.py), but as few, whole-box CSS selectors: trafilatura's full list, applied
 # to the whole page, also matched wrappers of the article (F1 0.80); ad-box rules (`[class*=advert]`, `promo`...)
