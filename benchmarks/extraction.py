@@ -38,7 +38,7 @@ BASELINE = "ours:trafilatura"  # the extractor ingest@web used before (trafilatu
 
 # name -> (venv, description); "main" = this interpreter, "extra" = EXTRA_VENV
 CANDIDATES = {
-    "ours:resiliparse+trafilatura": ("main", "default: resiliparse + skip rules, trafilatura 1.11 when it keeps ~nothing"),
+    "ours:resiliparse+trafilatura": ("main", "default: resiliparse, trafilatura 1.11 where it keeps ~nothing"),
     "ours:resiliparse": ("main", "resiliparse 2.0.1 main content + skip rules (tasks/ingest/extract.py)"),
     "ours:trafilatura": ("main", "trafilatura 1.11, favor_precision (previous default; datatrove's call)"),
     "ours:trafilatura-no-fallback": ("main", "trafilatura 1.11, favor_precision, no_fallback"),

@@ -21,7 +21,7 @@ class WebIngestConfig(Section):
     """Domains (and their subdomains) whose pages are dropped (`url_blocked`), e.g. `example.com`."""
     extractor: Literal["resiliparse+trafilatura", "resiliparse", "trafilatura"] = "resiliparse+trafilatura"
     """HTML → main text (tasks/ingest/extract.py; benchmarks/extraction.py measures each): `resiliparse` (Resiliparse
-    main content + boilerplate skip rules, ~10x less CPU than trafilatura), `trafilatura` (trafilatura 1.11, what
+    main content + boilerplate skip rules, ~7x less CPU than trafilatura), `trafilatura` (trafilatura 1.11, what
     datatrove uses), or `resiliparse+trafilatura`: resiliparse, and trafilatura for the pages where resiliparse's
     main text is under `fallback_below` of the page's visible words (its heuristics missed the article)."""
     fallback_below: float = Field(0.1, ge=0, le=1)

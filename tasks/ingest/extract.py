@@ -2,7 +2,7 @@
 
 | name | what | F1 (benchmarks/extraction.py), CPU vs trafilatura |
 |---|---|---|
-| `resiliparse+trafilatura` (default) | `resiliparse`, and trafilatura for pages where resiliparse kept almost nothing | 0.953, 1/5 |
+| `resiliparse+trafilatura` (default) | `resiliparse`; trafilatura where resiliparse kept ~nothing | 0.953, 1/5 |
 | `resiliparse` | Resiliparse main-content extraction (Lexbor parser, C++) with boilerplate skip rules | 0.953, 1/7 |
 | `trafilatura` | trafilatura `extract` (`favour_precision`, `no_fallback`), the extractor datatrove uses | 0.963, 1 |
 
@@ -16,11 +16,11 @@ import re
 WORD = re.compile(r"\w+")
 
 # Elements resiliparse's main-content heuristics leave in that are not article text: the page title `h1` (human
-# article bodies leave it out; trafilatura often does), figures and captions, ARIA landmarks that are not the main content, cookie and
-# consent banners, related-story / share / newsletter boxes, by-lines and dates. The categories follow
-# trafilatura's discard rules (xpaths.py), but as few, whole-box CSS selectors: trafilatura's full list, applied
-# to the whole page, also matched wrappers of the article (F1 0.80); ad-box rules (`[class*=advert]`, `promo`...)
-# gained nothing and matched wrappers. Chosen on the benchmark's tuning half (benchmarks/extraction.py).
+# article bodies leave it out; trafilatura often does), figures and captions, ARIA landmarks that are not the
+# main content, cookie and consent banners, related-story / share / newsletter boxes, by-lines and dates. The
+# categories follow trafilatura's discard rules (xpaths.py), but as few, whole-box CSS selectors: trafilatura's
+# full list, applied to the whole page, also matched wrappers of the article (F1 0.80); ad-box rules
+# (`[class*=advert]`, `promo`...) gained nothing and matched wrappers. Chosen on the benchmark's tuning half.
 BLOCK = ":is(div,section,aside,p,span,ul,ol)"
 SKIP_SELECTORS = (
     "h1", "figure", "figcaption", "[class*=caption]", "time", "button", "select", "textarea", "label",

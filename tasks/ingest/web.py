@@ -298,6 +298,7 @@ class HtmlToText(BaseExtractor):
     """
 
     name = "⛏ HTML → main text (with rejects)"
+    _requires_dependencies = ["resiliparse", "trafilatura"]
 
     def __init__(self, output: Path, timeout: float, extractor):
         super().__init__(timeout=timeout)
