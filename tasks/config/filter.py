@@ -48,6 +48,10 @@ class ClassifierConfig(Section):
     DCLM recipe's random crawl) or only from those that passed the heuristics (`kept`)."""
     negative_fraction: float = Field(1.0, gt=0, le=1)
     """Share of the pool drawn (seeded) as negatives."""
+    folds: int = Field(2, ge=1, le=10)
+    """Cross-fitting: the negatives are split into this many folds by id, and fold k's model is trained without
+    fold k's documents and scores them, so no page is scored by a model that trained on it (a memorised
+    training negative scores lower than an unseen page, which would bias the cuts). 1: one model for all."""
     chunk_words: int = Field(200, ge=10)
     """Documents are cut into chunks of this many words to train and score (books are far longer than a
     fastText example should be); a document's score is the mean over its chunks."""

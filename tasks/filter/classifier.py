@@ -81,6 +81,37 @@ def score_texts(model, texts: list[str], chunk_words: int, max_chunks: int, labe
     return [round(float(s / c), 6) for s, c in zip(sums, counts)]
 
 
+def fold_of(doc_id: str, folds: int, seed: int) -> int:
+    """A document's cross-fitting fold: the model of fold k never trained on the documents of fold k."""
+    return min(int(_unit(f"fold:{seed}:{doc_id}") * folds), folds - 1)
+
+
+class FoldModels:
+    """The classifier: one fastText model per cross-fitting fold (or one given model). A document is scored by
+    its fold's model, so no page that was a training negative is scored by a model that saw it. Loads lazily
+    (datatrove pickles the steps that hold it)."""
+
+    def __init__(self, paths: list[str], seed: int, chunk_words: int, max_chunks: int, label: str = POSITIVE):
+        self.paths, self.seed, self.chunk_words, self.max_chunks, self.label = paths, seed, chunk_words, max_chunks, label
+        self._models = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_models": None}
+
+    def score(self, ids: list[str], texts: list[str]) -> list[float]:
+        if self._models is None:
+            self._models = [load_model(p) for p in self.paths]
+        folds = [fold_of(str(i), len(self.paths), self.seed) for i in ids]
+        out = [0.0] * len(texts)
+        for k, model in enumerate(self._models):
+            picked = [j for j, f in enumerate(folds) if f == k]
+            if picked:
+                scores = score_texts(model, [texts[j] for j in picked], self.chunk_words, self.max_chunks, self.label)
+                for j, score in zip(picked, scores):
+                    out[j] = score
+        return out
+
+
 def _unit(key: str) -> float:
     """A deterministic number in [0, 1) from a string (for splits and samples)."""
     return int(hashlib.sha1(key.encode()).hexdigest()[:12], 16) / 16**12
@@ -206,7 +237,7 @@ def train(train_rows: list[Labelled], cfg: ClassifierConfig, model_path: Path) -
     return {**{f"train_chunks_{k}": v for k, v in counts.items()}, "train_lr": lr, "train_min_count": min_count}
 
 
-def evaluate(model, heldout: list[Labelled], cfg: ClassifierConfig) -> tuple[dict, list[float]]:
+def evaluate(models: FoldModels, heldout: list[Labelled]) -> tuple[dict, list[float]]:
     """Document-level precision/recall/F1 (hq = positive, score >= 0.5) and ROC-AUC on the held-out split,
     and the held-out scores (in `heldout` order). Metrics are absent when a class has no held-out document."""
     from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
@@ -215,8 +246,7 @@ def evaluate(model, heldout: list[Labelled], cfg: ClassifierConfig) -> tuple[dic
     counts = {"heldout_docs": len(heldout), "heldout_hq": int(y.sum()), "heldout_lq": int((~y).sum())}
     if len(heldout) == 0:
         return counts, []
-    s = np.array(score_texts(model, [r.text for r in heldout], cfg.chunk_words, cfg.max_chunks_per_doc,
-                             cfg.positive_label))
+    s = np.array(models.score([r.id for r in heldout], [r.text for r in heldout]))
     if y.all() or not y.any():
         return counts, s.tolist()
     p, r, f1, _ = precision_recall_fscore_support(y, s >= 0.5, labels=[True, False], zero_division=0)
@@ -245,20 +275,15 @@ class QualityScorer(BaseFilter):
     name = "🎯 Quality score"
     _requires_dependencies = [("fasttext", "fasttext-numpy2-wheel")]
 
-    def __init__(self, model_path: str, chunk_words: int, max_chunks: int, thresholds: dict[str, float],
-                 label: str = POSITIVE, exclusion_writer=None, batch_size: int = 64):
+    def __init__(self, models: FoldModels, thresholds: dict[str, float], exclusion_writer=None, batch_size: int = 64):
         super().__init__(exclusion_writer, batch_size=batch_size)
-        self.model_path, self.chunk_words, self.max_chunks = model_path, chunk_words, max_chunks
-        self.thresholds, self.label = thresholds, label
-        self._model = None
+        self.models, self.thresholds = models, thresholds
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         return self.filter_batch([doc])[0]
 
     def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
-        if self._model is None:
-            self._model = load_model(self.model_path)
-        scores = score_texts(self._model, [d.text for d in batch], self.chunk_words, self.max_chunks, self.label)
+        scores = self.models.score([d.id for d in batch], [d.text for d in batch])
         out = []
         for doc, score in zip(batch, scores):
             doc.metadata["quality_score"] = score

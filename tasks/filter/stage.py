@@ -26,6 +26,7 @@ from . import classifier as clf
 
 log = logging.getLogger("tinyfoundry.filter")
 MODEL_FILE = "quality_model.bin"
+FOLD_MODEL_FILE = "quality_model.fold{}.bin"
 LABELS_FILE = "quality_labels.jsonl.gz"
 
 
@@ -93,9 +94,10 @@ def _fingerprint(cfg: FilterConfig, inputs: Path, reference: Path | None) -> dic
 
 
 def _classifier(c: ClassifierConfig, reference: Path | None, kept: list[dict], rejected: list[dict],
-                model_path: Path, labels_path: Path) -> tuple[dict, str | None]:
-    """Train (or copy) the model and validate it on the held-out split. Writes every labelled document's id,
-    label, split and held-out score to `labels_path`. Returns (stats, None or why it may not drop anything)."""
+                stage: Path) -> tuple[clf.FoldModels, dict, str | None]:
+    """Train one model per cross-fitting fold (or copy the given model) and validate on the held-out split.
+    Writes every labelled document's id, label, split and held-out score to LABELS_FILE.
+    Returns (models, stats, None or why the classifier may not drop anything)."""
     skipped: dict[str, int] = {}
     refs = list(clf.reference_documents(reference, c.reference_text_key, skipped)) if reference else []
     labelled = clf.label_documents(refs, kept, rejected, c)
@@ -107,14 +109,20 @@ def _classifier(c: ClassifierConfig, reference: Path | None, kept: list[dict], r
              "negatives (pool: %s); %d held out", len(refs), len(labelled) - len(refs), c.negative_source,
              c.negative_pool, len(heldout))
     if c.model_path is None:
-        if not model_path.exists():  # a resumed run keeps the model it already trained
-            stats.update(clf.train(train_rows, c, model_path))
+        paths = [stage / (MODEL_FILE if c.folds == 1 else FOLD_MODEL_FILE.format(k)) for k in range(c.folds)]
+        for k, path in enumerate(paths):
+            if not path.exists():  # a resumed run keeps the models it already trained
+                rows = [r for r in train_rows if r.label == clf.POSITIVE or c.folds == 1
+                        or clf.fold_of(r.id, c.folds, c.seed) != k]
+                stats[f"fold{k}"] = clf.train(rows, c, path)
     else:
-        shutil.copyfile(c.model_path, model_path)
-    metrics, scores = clf.evaluate(clf.load_model(model_path), heldout, c)
+        paths = [stage / MODEL_FILE]
+        shutil.copyfile(c.model_path, paths[0])
+    models = clf.FoldModels([str(p) for p in paths], c.seed, c.chunk_words, c.max_chunks_per_doc, c.positive_label)
+    metrics, scores = clf.evaluate(models, heldout)
     stats.update(metrics)
     held_scores = dict(zip((r.id for r in heldout), scores))
-    write_docs(labels_path, ({"id": r.id, "label": r.label, "split": "heldout" if r.id in held_scores else "train",
+    write_docs(stage / LABELS_FILE, ({"id": r.id, "label": r.label, "split": "heldout" if r.id in held_scores else "train",
                               **({"score": held_scores[r.id]} if r.id in held_scores else {})} for r in labelled))
     verdict = clf.validation_verdict(metrics, c)
     stats["validated"] = int(verdict is None)
@@ -122,7 +130,7 @@ def _classifier(c: ClassifierConfig, reference: Path | None, kept: list[dict], r
         log.info("filter: classifier validated on %d held-out documents: precision %.3f, recall %.3f, F1 %.3f "
                  "(min_f1 %.2f), ROC-AUC %.3f", metrics["heldout_docs"], metrics["precision"], metrics["recall"],
                  metrics["f1"], c.min_f1, metrics["roc_auc"])
-        return stats, None
+        return models, stats, None
     stats["not_validated_because"] = verdict
     if c.require_validated:
         raise ClassifierNotValidated(f"filter: the quality classifier is not validated: {verdict}. "
@@ -130,10 +138,10 @@ def _classifier(c: ClassifierConfig, reference: Path | None, kept: list[dict], r
     log.warning("filter: the quality classifier is not validated: %s. It drops nothing: every document keeps its "
                 "score in metadata.quality_score. Set filter.classifier.require_validated: true to make this an "
                 "error.", verdict)
-    return stats, verdict
+    return models, stats, verdict
 
 
-def _cuts(cfg: FilterConfig, kept: list[dict], model, verdict: str | None) -> dict[str, dict]:
+def _cuts(cfg: FilterConfig, kept: list[dict], models: clf.FoldModels, verdict: str | None) -> dict[str, dict]:
     """Each source's score cut, realised on its documents that passed the heuristics: `min_quality_score`,
     raised to the score that keeps the top `keep_top_fraction`. An unvalidated classifier cuts nothing.
     Raises DropGuardError when a cut would drop more than `max_drop_fraction` of a source."""
@@ -141,10 +149,11 @@ def _cuts(cfg: FilterConfig, kept: list[dict], model, verdict: str | None) -> di
     cuts = {}
     for src in SOURCES:
         scfg = getattr(cfg, src)
-        texts = [d["text"] for d in kept if d["metadata"].get("source") == src]
+        docs = [d for d in kept if d["metadata"].get("source") == src]
+        texts = [d["text"] for d in docs]
         cut = {"threshold": 0.0, "docs": len(texts), "would_drop": 0, "drop_fraction": 0.0}
         if texts and verdict is None and (scfg.min_quality_score > 0 or scfg.keep_top_fraction is not None):
-            scores = np.array(clf.score_texts(model, texts, c.chunk_words, c.max_chunks_per_doc, c.positive_label))
+            scores = np.array(models.score([d["id"] for d in docs], texts))
             thr = scfg.min_quality_score
             if scfg.keep_top_fraction is not None:
                 thr = max(thr, float(np.quantile(scores, 1 - scfg.keep_top_fraction, method="higher")))
@@ -205,22 +214,17 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
 
         # 2. the quality classifier: trained on the reference corpus vs a web sample, or the model params name;
         # validated on held-out documents of both classes before it may drop anything
-        c = cfg.classifier
-        model_path = stage / MODEL_FILE
-        cls_stats, verdict = _classifier(c, reference, kept, rejected, model_path, stage / LABELS_FILE)
-        model = clf.load_model(model_path)
+        models, cls_stats, verdict = _classifier(cfg.classifier, reference, kept, rejected, stage)
 
         # 3. per-source cuts (absolute score and/or top fraction), realised on this data; the drop guard
-        cuts = _cuts(cfg, kept, model, verdict)
+        cuts = _cuts(cfg, kept, models, verdict)
         thresholds = {src: cut["threshold"] for src, cut in cuts.items()}
         del kept
 
         # 4. score and threshold the kept documents (datatrove), score the heuristic rejects too
-        scorer = dict(model_path=str(model_path), chunk_words=c.chunk_words, max_chunks=c.max_chunks_per_doc,
-                      label=c.positive_label)
         pipeline = [JsonlReader(str(work / "kept_heuristics"), glob_pattern="*.jsonl", compression=None,
                                 add_file_path=False),
-                    clf.QualityScorer(**scorer, thresholds=thresholds,
+                    clf.QualityScorer(models, thresholds=thresholds,
                                       exclusion_writer=writer(work / "rejects_classifier", "classifier_${rank}.jsonl",
                                                               rejects=True)),
                     writer(work / "docs", "${rank}.jsonl")]
@@ -228,8 +232,7 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
         # heuristic rejects are few; scoring them here keeps their shard names (one per filter)
         for path in sorted((work / "rejects_heuristics").glob("*.jsonl")):
             docs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            for d, s in zip(docs, clf.score_texts(model, [d["text"] for d in docs], c.chunk_words,
-                                                   c.max_chunks_per_doc, c.positive_label)):
+            for d, s in zip(docs, models.score([d["id"] for d in docs], [d["text"] for d in docs])):
                 d["metadata"]["quality_score"] = s
             write_docs(stage / REJECTS / f"{path.stem}.jsonl.gz", docs)
 
