@@ -81,6 +81,11 @@ def score_texts(model, texts: list[str], chunk_words: int, max_chunks: int, labe
     return [round(float(s / c), 6) for s, c in zip(sums, counts)]
 
 
+def _unit(key: str) -> float:
+    """A deterministic number in [0, 1) from a string (for splits and samples)."""
+    return int(hashlib.sha1(key.encode()).hexdigest()[:12], 16) / 16**12
+
+
 def fold_of(doc_id: str, folds: int, seed: int) -> int:
     """A document's cross-fitting fold: the model of fold k never trained on the documents of fold k."""
     return min(int(_unit(f"fold:{seed}:{doc_id}") * folds), folds - 1)
@@ -110,11 +115,6 @@ class FoldModels:
                 for j, score in zip(picked, scores):
                     out[j] = score
         return out
-
-
-def _unit(key: str) -> float:
-    """A deterministic number in [0, 1) from a string (for splits and samples)."""
-    return int(hashlib.sha1(key.encode()).hexdigest()[:12], 16) / 16**12
 
 
 def reference_documents(folder: Path, text_key: str = "text", skipped: dict | None = None) -> Iterator[tuple[str, str]]:

@@ -161,13 +161,13 @@ def _cuts(cfg: FilterConfig, kept: list[dict], models: clf.FoldModels, verdict: 
             cut.update(threshold=round(thr, 6), would_drop=drop, drop_fraction=round(drop / len(texts), 4))
             rule = " and ".join([f"min_quality_score {scfg.min_quality_score}"] * (scfg.min_quality_score > 0)
                                 + [f"keep_top_fraction {scfg.keep_top_fraction}"] * (scfg.keep_top_fraction is not None))
-            log.info("filter: %s: score cut %.4f (filter.%s %s) drops %d of %d documents that passed the heuristics "
+            log.info("filter: %s: score cut %.3g (filter.%s %s) drops %d of %d documents that passed the heuristics "
                      "(%.1f%%)", src, thr, src, rule, drop, len(texts), 100 * drop / len(texts))
             if drop / len(texts) > c.max_drop_fraction:
                 raise DropGuardError(
                     f"filter: the quality classifier would drop {drop} of {len(texts)} {src} documents that passed the "
                     f"heuristics ({drop / len(texts):.0%}), more than filter.classifier.max_drop_fraction = "
-                    f"{c.max_drop_fraction}. The cut is score {thr:.4f}, from filter.{src} {rule}. If so large a cut "
+                    f"{c.max_drop_fraction}. The cut is score {thr:.3g}, from filter.{src} {rule}. If so large a cut "
                     f"is intended, raise filter.classifier.max_drop_fraction; otherwise relax filter.{src}."
                     f"{'keep_top_fraction' if scfg.keep_top_fraction is not None else 'min_quality_score'} or check "
                     "the reference corpus (fetch.reference).")
