@@ -307,15 +307,23 @@ def test_drop_guard_names_source_fraction_and_setting(tmp_path):
     from tasks.filter.stage import DropGuardError
 
     _synthetic_inputs(tmp_path / "in", good_web=20)
+    strict = {"min_quality_score": 0.95, "keep_top_fraction": None}  # an absolute cut far above these pages
     with pytest.raises(DropGuardError) as err:
-        run_filter(_cfg(web={"keep_top_fraction": 0.3}), _inputs(tmp_path / "in"), tmp_path / "out")
-    msg = str(err.value)
-    assert "14 of 20 web documents" in msg and "(70%)" in msg, msg
-    assert "filter.classifier.max_drop_fraction = 0.5" in msg and "filter.web keep_top_fraction 0.3" in msg, msg
+        run_filter(_cfg(web=strict), _inputs(tmp_path / "in"), tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing half-written in place of the output
-    stats = run_filter(_cfg(web={"keep_top_fraction": 0.3}, max_drop_fraction=0.75), _inputs(tmp_path / "in"),
-                       tmp_path / "out")
-    assert stats["kept"]["web"] == 6 and stats["cuts"]["web"]["drop_fraction"] == 0.7
+    stats = run_filter(_cfg(web=strict, max_drop_fraction=1.0), _inputs(tmp_path / "in"), tmp_path / "out")
+    cut = stats["cuts"]["web"]
+    assert cut["drop_fraction"] > 0.5 and stats["kept"].get("web", 0) == 20 - cut["would_drop"]
+    msg = str(err.value)
+    assert f"would drop {cut['would_drop']} of 20 web documents" in msg and f"({cut['drop_fraction']:.0%})" in msg, msg
+    assert "filter.classifier.max_drop_fraction = 0.5" in msg and "filter.web min_quality_score 0.95" in msg, msg
+
+
+def test_relative_cut_beyond_the_guard_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"filter web\.keep_top_fraction 0\.3 drops 70% .*max_drop_fraction 0\.5"):
+        parse_config({"fetch": {}, "filter": {"web": {"keep_top_fraction": 0.3}}})
+    cfg = FilterConfig.model_validate({"web": {"keep_top_fraction": 0.3}, "classifier": {"max_drop_fraction": 0.7}})
+    assert cfg.web.keep_top_fraction == 0.3
 
 
 def test_validation_metrics_recomputed_from_scores_and_heldout_never_trained(tmp_path, monkeypatch):

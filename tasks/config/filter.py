@@ -142,6 +142,17 @@ class FilterConfig(Section):
     code: SourceFilterConfig = SourceFilterConfig(heuristics={"code": {}})
 
     @model_validator(mode="after")
+    def _cuts_within_guard(self):
+        # a relative cut that certainly trips the drop guard is a contradiction in params: say so before any work
+        for source in SOURCES:
+            keep = getattr(self, source).keep_top_fraction
+            if keep is not None and 1 - keep > self.classifier.max_drop_fraction + 1e-9:
+                raise ValueError(f"{source}.keep_top_fraction {keep} drops {1 - keep:.0%} of the {source} documents "
+                                 f"that pass the heuristics, more than classifier.max_drop_fraction "
+                                 f"{self.classifier.max_drop_fraction} allows: raise max_drop_fraction too")
+        return self
+
+    @model_validator(mode="after")
     def _prose_not_on_code(self):
         prose = PROSE_HEURISTICS & set(self.code.heuristics)
         if prose:
