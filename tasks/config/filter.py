@@ -37,7 +37,7 @@ class ClassifierConfig(Section):
     positive_label: str = "hq"
     """The model's label for high quality (`__label__<this>`); the score is its probability. A trained
     model uses `hq`/`lq`; DCLM's released model uses `hq`/`cc`."""
-    reference_text_key: str = "text"
+    reference_text_key: str = Field("text", min_length=1)
     """Positives are the documents of the reference corpus (`fetch.reference`): `.txt`/`.txt.gz` files are one
     document each (a Project Gutenberg header and footer are cut), `.jsonl`/`.jsonl.gz` lines are one
     document each with the text under this key."""
