@@ -178,7 +178,7 @@ def test_tiny_pipeline_runs_every_stage_and_leaves_dvc_prefect_and_mlflow_consis
 
     project, urls, env, record, stdout = tiny_pipeline
     stages = dvc_stage_names(project)
-    assert record["failed"] == [] and sorted(record["ran"]) == sorted(stages) and len(stages) == 14
+    assert record["failed"] == [] and sorted(record["ran"]) == sorted(stages) and len(stages) == 15
     assert 0 <= record["overhead_fraction"] < 1 and record["tracking_errors"] == []
     assert "pipeline finished" in stdout
 
