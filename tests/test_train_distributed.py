@@ -58,11 +58,10 @@ def test_two_rank_gpu_path_parts_on_cpu(tmp_path, monkeypatch):
         assert abs(float(a) - float(b)) < 0.05 * float(a)
     assert float(bf16[-1][1]) < float(bf16[0][1]) - 0.5
 
-    # one unsharded rank with the same global batch (accumulation 2 instead of 2 ranks): same numbers up to
-    # the order of floating-point sums
+    # one unsharded rank with the same global batch (accumulation 2 instead of 2 ranks): same training losses up
+    # to the order of floating-point sums (validation differs: eval_batches counts micro-batches per rank)
     monkeypatch.setattr(train, "load_token_bytes", lambda _d: byte_lengths())
     one = train.run_train(TrainConfig(**cfg(tmp_path, "one")), {"shards": shards}, tmp_path / "one" / "model")
     assert one["world_size"] == 1
-    for (_, a, va), (_, b, vb) in zip(plain, losses(tmp_path / "one" / "model")):
+    for (_, a, _), (_, b, _) in zip(plain, losses(tmp_path / "one" / "model")):
         assert math.isclose(float(a), float(b), rel_tol=1e-4)
-        assert (va == vb == "") or math.isclose(float(va), float(vb), rel_tol=1e-4)

@@ -47,7 +47,7 @@ def probe_mixed_precision(out: Path) -> None:
     from models.parallelize import parallelize
     from tasks.train.trainer import setup_distributed
 
-    ctx = setup_distributed("cpu")
+    ctx = setup_distributed("cpu")  # the group main() opened
     cfg = ModelConfig(vocab_size=96, n_layer=2, n_head=4, n_kv_head=2, d_model=32, ffn_hidden=64, max_seq_len=32)
     x = torch.randint(0, 96, (2, 32), generator=torch.Generator().manual_seed(ctx.rank))
     result = {}
@@ -67,14 +67,18 @@ def probe_mixed_precision(out: Path) -> None:
     if ctx.rank == 0:
         out.write_text(json.dumps(result))
     dist.barrier()
-    dist.destroy_process_group()
 
 
 def main() -> None:
+    import torch.distributed as dist
+
     spec = json.loads(Path(sys.argv[1]).read_text())
     train.load_token_bytes = lambda _dir: byte_lengths()
+    # one process group for all runs: re-creating it on torchrun's store after a destroy can hang
+    dist.init_process_group("gloo")
     for one in spec if isinstance(spec, list) else [spec]:
         run(one)
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
