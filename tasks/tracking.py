@@ -118,6 +118,9 @@ class BackgroundRun:
         self._call(lambda: self.client.log_batch(self.run_id, metrics=[self._metric(k, v, now, step or 0)
                                                                       for k, v in values.items()]))
 
+    def set_tags(self, tags: dict) -> None:
+        self._call(lambda: [self.client.set_tag(self.run_id, mlflow_key(k), str(v)[:5000]) for k, v in tags.items()])
+
     def log_artifact(self, path: str | Path, artifact_path: str | None) -> None:
         def upload():
             if Path(path).is_dir():
@@ -180,6 +183,25 @@ def log_metrics(metrics: dict, step: int | None = None) -> None:
 
     if mlflow.active_run() is not None:
         mlflow.log_metrics(numeric(metrics), step=step)
+
+
+def set_tags(tags: dict) -> None:
+    """Queue tags on the stage's run (rank 0, a run active), e.g. the lineage of a training run's weights."""
+    if not is_rank_zero():
+        return
+    if _current is not None:
+        _current.set_tags(tags)
+        return
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.set_tags({mlflow_key(k): str(v) for k, v in tags.items()})
+
+
+def flush_current() -> None:
+    """Wait until the stage's run has done what was queued, its start included (which sets MLflow's tracking URI)."""
+    if _current is not None:
+        _current.flush()
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:

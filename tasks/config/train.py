@@ -30,9 +30,25 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: CUDA (NCCL) when a GPU is visible, else CPU (gloo)."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """Compute dtype under autocast (weights and optimizer stay fp32); auto: bfloat16 on GPU, float32 on CPU."""
+    """Compute dtype; weights, optimizer and gradient reduction stay fp32. With FSDP2 it is its
+    MixedPrecisionPolicy (bf16 parameters in all-gathers and compute), on one unsharded rank autocast.
+    auto: bfloat16 on GPU, float32 on CPU."""
+    fsdp: Literal["auto", "always"] = "auto"
+    """auto: FSDP2 when there is more than one rank, a plain module on one (same losses, less per-step cost);
+    always: FSDP2 on one rank too."""
     compile: bool = False
     """torch.compile each transformer block (pays a compile cost up front)."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward instead of storing them (less memory, ~1/3 more compute)."""
+    async_checkpoint: bool = False
+    """Write checkpoints with dcp.async_save in a background thread; training goes on after a copy to CPU memory."""
+    prefetch: int = Field(2, ge=0)
+    """Batches the loader prepares ahead in a background thread (0: none)."""
+    doc_mask: bool = False
+    """Attention stays inside each document of a packed window (no attending across the end-of-text token)."""
+    init_from: str | None = None
+    """Start from existing weights: a model folder (data/model), a Hugging Face Llama folder, a DCP checkpoint,
+    or models:/<name>@<alias> / models:/<name>/<version>. Shapes must match train.model (docs/train.md)."""
     cpu_threads: int | None = Field(None, ge=1)
     """Intra-op threads on CPU (torch.set_num_threads); null keeps torch's default (one per core). On a
     machine shared with other jobs 1 can be several times faster than 2 (spinning OpenMP threads)."""
@@ -89,4 +105,24 @@ class TrainConfig(Section):
         if self.warmup_steps > self.max_steps:
             raise FieldProblem("warmup_steps", f"({self.warmup_steps}) must not exceed max_steps ({self.max_steps}): "
                                                "the learning rate would never reach its peak nor decay")
+        return self
+
+    @model_validator(mode="after")
+    def _init_source_fits(self):
+        """A local init_from must exist and have the configured shape (vocab_size is checked against the shards
+        at run time); a registry URI must be well formed (its shape is checked before the first step)."""
+        if self.init_from is None:
+            return self
+        from tasks.train.init import InitError, check_shape, inspect_local, is_registry_uri, parse_registry_uri
+
+        try:
+            if is_registry_uri(self.init_from):
+                parse_registry_uri(self.init_from)
+                return self
+            from models import build_config
+
+            configured = build_config(self.model.preset, **self.model.overrides).to_dict()
+            check_shape(inspect_local(self.init_from), configured, check_vocab=False)
+        except InitError as e:
+            raise ValueError(f"init_from: {e}") from None
         return self
