@@ -86,12 +86,12 @@ def test_continued_pretraining_records_lineage_and_keys_resume_on_the_weights(tr
     for f in src.iterdir():
         if f.is_file():
             (copy / f.name).write_bytes(f.read_bytes())
-    a = train.run_train(cfg(tmp_path, "k", max_steps=1, init_from=str(copy)), {"shards": trained["shards"]},
+    a = train.run_train(cfg(tmp_path, "k", max_steps=1, warmup_steps=1, init_from=str(copy)), {"shards": trained["shards"]},
                         tmp_path / "k1")
     state = load_file(copy / "model.safetensors")
     state["norm.weight"] = state["norm.weight"] * 1.5
     save_file(state, copy / "model.safetensors")
-    b = train.run_train(cfg(tmp_path, "k", max_steps=1, init_from=str(copy)), {"shards": trained["shards"]},
+    b = train.run_train(cfg(tmp_path, "k", max_steps=1, warmup_steps=1, init_from=str(copy)), {"shards": trained["shards"]},
                         tmp_path / "k2")
     assert a["fingerprint"] != b["fingerprint"] and b["resumed_from_step"] == 0
 
