@@ -140,10 +140,23 @@ def test_web_corrupt_files_lose_only_the_bad_records(tmp_path):
     urls = sorted(d["metadata"]["url"].rsplit("/p", 1)[1] for d in iter_docs(tmp_path / "out"))
     assert urls == sorted(["0", "1", "3", "5", "6", "7", "10", "11", "12"])
     dropped = stats["dropped"]
-    assert dropped.get("truncated_file", 0) + dropped.get("corrupt_gzip", 0) >= 2
+    assert dropped.get("truncated_file", 0) + dropped.get("truncated_record", 0) + dropped.get("corrupt_gzip", 0) >= 2
     assert dropped["not_warc_file"] == 1 and dropped["too_large"] == 1
     assert sum(dropped.values()) >= 6  # each bad region is a counted, written reject
     assert len(rejects(tmp_path / "out")) == sum(dropped.values())
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.2, 0.5, 0.6, 0.9, 0.97])
+def test_a_record_cut_short_anywhere_is_a_reject_never_a_partial_page(tmp_path, cut):
+    # where a cut lands in the compressed bytes (and so what warcio sees) depends on the zlib build
+    members = warc_bytes([good_page(i) for i in range(3)])
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "cut.warc.gz").write_bytes(members[0] + members[1] + members[2][: int(len(members[2]) * cut)])
+    stats = run_ingest(WebIngestConfig(executor=ONE), {"raw": raw}, tmp_path / "out")
+    urls = sorted(d["metadata"]["url"].rsplit("/p", 1)[1] for d in iter_docs(tmp_path / "out"))
+    assert urls == ["0", "1"]
+    assert set(stats["dropped"]) <= {"truncated_file", "truncated_record"} and sum(stats["dropped"].values()) == 1
 
 
 def test_wet_and_whole_file_gzip(tmp_path):

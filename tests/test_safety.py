@@ -223,11 +223,12 @@ def test_checkpoint_rank_state_loads_with_weights_only(tmp_path):
 
     model = torch.nn.Linear(4, 4)
     optimizer = torch.optim.AdamW(model.parameters())
-    path = checkpoint.save(tmp_path, 3, model, optimizer, {"loader": {"epoch": 1, "pos": 16, "seed": 0}}, {}, keep=1)
+    saver = checkpoint.Checkpointer(tmp_path, keep=1)
+    path = saver.save(3, model, optimizer, {"loader": {"epoch": 1, "pos": 16, "seed": 0}}, {})
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    checkpoint.save(tmp_path, 4, model, optimizer, {"loader": {"epoch": 1, "pos": 32, "seed": 0}}, {}, keep=1)
+    saver.save(4, model, optimizer, {"loader": {"epoch": 1, "pos": 32, "seed": 0}}, {})
     meta, state = checkpoint.load(tmp_path / "step_000004", model, optimizer)
     assert meta["step"] == 4 and state == {"loader": {"epoch": 1, "pos": 32, "seed": 0}}
     assert torch.equal(torch.rand(3), expected)  # the RNG state came back through the weights-only unpickler

@@ -80,6 +80,15 @@ def _error_reason(e: BaseException) -> str:
     return "unreadable_record"
 
 
+def _cut_short(record) -> bool:
+    """True when the record's bytes end before its Content-Length: warcio hands out the record of a gzip member or
+    file cut short without complaint, and keeping its partial page would be silent loss of its end."""
+    raw = record.raw_stream
+    while raw.read(1 << 16):
+        pass
+    return getattr(raw, "limit", 0) > 0
+
+
 class WarcRecords(RejectingReader):
     """Reads every record of WARC/WET files (gzip per record, whole-file gzip, or plain) with warcio.
 
@@ -162,8 +171,9 @@ class WarcRecords(RejectingReader):
                     return
                 bad = it.offset
                 reason = _error_reason(e)
-                if gz and reason != "truncated_file" and not self._member_inflates(f, bad):
-                    reason = "corrupt_gzip"
+                if gz and reason != "truncated_file":
+                    reason = {"ok": reason, "corrupt": "corrupt_gzip", "truncated": "truncated_file"}[
+                        self._member_state(f, bad)]
                 if (yielded or not failed_here) and self._owns(index):  # one reject per contiguous bad region
                     self.reject(f"{filepath}@{bad}", reason, source="web", source_file=filepath,
                                 offset=bad, error=repr(e)[:300])
@@ -192,15 +202,21 @@ class WarcRecords(RejectingReader):
                                 error=repr(e)[:300])
 
     @staticmethod
-    def _member_inflates(f, offset: int) -> bool:
+    def _member_state(f, offset: int) -> str:
+        """'ok', 'corrupt' (deflate data is garbage) or 'truncated' (the file ends inside this gzip member)."""
         import zlib
 
         f.seek(offset)
+        inflater = zlib.decompressobj(31)
         try:
-            zlib.decompressobj(31).decompress(f.read(1 << 16))
-            return True
+            while not inflater.eof:
+                block = f.read(1 << 16)
+                if not block:
+                    return "truncated"
+                inflater.decompress(block)
         except zlib.error:
-            return False
+            return "corrupt"
+        return "ok"
 
     @staticmethod
     def _resync(f, start: int, gz: bool, chunk: int = 1 << 20) -> int | None:
@@ -226,7 +242,10 @@ class WarcRecords(RejectingReader):
     def _record_to_doc(self, record, filepath: str, index: int) -> Document | None:
         h = record.rec_headers
         record_id = (h.get_header("WARC-Record-ID") or f"{filepath}/{index}").strip()
-        url = normalise_url(h.get_header("WARC-Target-URI"))
+        if h.get_header("Content-Length") is None:  # mandatory in WARC; missing when the header block was cut short
+            self.reject(record_id, "malformed_warc_header", source="web", source_file=Path(filepath).name)
+            return None
+        url = normalise_url(h.get_header("WARC-Target-URI") or "")
         meta = {"source": "web", "url": url, "domain": domain_of(url), "date": h.get_header("WARC-Date"),
                 "warc_record_id": record_id, "source_file": Path(filepath).name}
         rtype = record.rec_type
@@ -238,7 +257,7 @@ class WarcRecords(RejectingReader):
             return None
         if rtype == "response":
             if record.http_headers is None:
-                self.reject(record_id, "no_http_headers", **meta)
+                self.reject(record_id, "truncated_record" if _cut_short(record) else "no_http_headers", **meta)
                 return None
             status = record.http_headers.get_statuscode()
             if status != "200":
@@ -258,6 +277,9 @@ class WarcRecords(RejectingReader):
         body = record.content_stream().read(self.max_record_bytes + 1)
         if len(body) > self.max_record_bytes:
             self.reject(record_id, "too_large", record_bytes=len(body), **meta)
+            return None
+        if _cut_short(record):
+            self.reject(record_id, "truncated_record", record_bytes=length, **meta)
             return None
         if not body.strip():
             self.reject(record_id, "empty", **meta)
