@@ -205,7 +205,7 @@ def real_docs(shared_data, request, tmp_path_factory) -> list[dict]:
 
 def _plant(docs: list[dict], benchmarks: dict[str, list[dict]], seed: int = 0) -> list[dict]:
     """Put 40 PIQA and 40 OpenBookQA items, drawn at random from the whole files, into real web pages, books and
-    code files, in the forms pages print them; a third of them upper-cased without punctuation."""
+    code files, in the forms pages print them; a third of them upper-cased with spaces for punctuation."""
     rng = random.Random(seed)
     hosts = {s: [d for d in docs if d["metadata"]["source"] == s] for s in ("web", "books", "code")}
     for s in hosts:
@@ -223,8 +223,8 @@ def _plant(docs: list[dict], benchmarks: dict[str, list[dict]], seed: int = 0) -
             answer = c["text"][c["label"].index(row["answerKey"])]
             text = (f"{row['question_stem']}\n" + "\n".join(f"({l}) {t}" for l, t in zip(c["label"], c["text"]))
                     + f"\nAnswer: {row['answerKey']}") if k % 2 else f"{row['question_stem']} {answer}."
-        if k % 3 == 0:
-            text = "".join(ch for ch in text.upper() if ch.isalnum() or ch.isspace())
+        if k % 3 == 0:  # what normalisation undoes: case, punctuation, spacing
+            text = "".join(ch if ch.isalnum() or ch == "\n" else "  " for ch in text.upper())
         source = ("web", "books", "code")[k % 3]
         host = hosts[source][k // 3 % len(hosts[source])] if source == "books" else hosts[source][k // 3]
         body = host["text"]
@@ -288,7 +288,9 @@ def test_planted_items_in_real_documents_are_all_caught_and_nothing_else(real_do
         t = stats["tasks"][task]
         caught = {p["host"] for p in planted if p["task"] == task and p["catchable"]}
         assert t["docs_hit"] == len(caught)
-        assert t["items_found"] == len({p["item"] for p in planted if p["task"] == task and p["catchable"]})
+        items = {p["item"] for p in planted if p["task"] == task and p["catchable"]}
+        # an n-gram two items share (PIQA repeats some goals) finds both
+        assert len(items) <= t["items_found"] <= len(items) * 1.1, (t, len(items))
         assert t["ngrams_matched"] >= t["docs_hit"] and t["items"] == len(benchmarks[task])
     assert stats["docs_in"] == len(docs) and stats["docs_out"] == len(kept)
     if action == "remove":
