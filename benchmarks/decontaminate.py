@@ -3,9 +3,11 @@
     python benchmarks/decontaminate.py [--dedup data/dedup] [--eval ../shared/data/eval] [--max-k 9]
 
 1. Cost: `python -m tasks filter` on the dedup output, then `python -m tasks decontaminate` on what filter
-   kept -- the two stages as dvc.yaml runs them, one after the other, each timed in CPU seconds (process and
-   workers) and wall seconds. Then the matcher alone in this process vs datatrove's `NGramsDecontFilter`
-   (13-grams, its spaCy word splitting) on the same documents, both against PIQA + OpenBookQA.
+   kept -- the two stages as dvc.yaml runs them, with params.yaml, except that each runs its datatrove
+   tasks in its own process (`executor.workers: 1`): datatrove's worker pool hangs off a forkserver, so
+   the workers' CPU time would not be counted. Timed in CPU seconds (stage process and its children) and
+   wall seconds. Then the matcher alone in this process vs datatrove's `NGramsDecontFilter` (13-grams,
+   its spaCy word splitting) on the same documents, both against PIQA + OpenBookQA.
 2. Collisions: the share of each benchmark's distinct k-grams (by unit role) that occur anywhere in real
    text, for k = 3..max-k, on two splits of the documents: books + documentation sites (looked at when the
    floors were set) and the rest (crawled pages, code: held out). Everyday phrases collide at small k; the
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import resource
 import subprocess
@@ -23,8 +26,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from tasks.config import load_config
+from tasks.config import load_config, read_yaml
 from tasks.decontaminate.ngrams import NgramIndex, normal_words
 from tasks.docs import iter_docs
 
@@ -54,11 +58,16 @@ def megabytes(folder: Path) -> tuple[int, float]:
 
 def stage_costs(dedup: Path, eval_dir: Path, tmp: Path) -> list[list]:
     env = {**os.environ, "TINYFOUNDRY_FLOW_RUN": "1"}  # the stage processes skip MLflow, as under the flow
+    params = read_yaml(ROOT / "params.yaml")
+    for stage in ("filter", "decontaminate"):
+        params[stage]["executor"] = {**params[stage]["executor"], "workers": 1}
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    common = ["--params", str(tmp / "params.yaml")]
     filt, out = tmp / "filter", tmp / "decontam"
     f_cpu, f_wall = run_stage(["filter", "--in", f"docs={dedup}", "--out", str(filt),
-                               "--metrics", str(tmp / "filter.json")], env)
+                               "--metrics", str(tmp / "filter.json"), *common], env)
     d_cpu, d_wall = run_stage(["decontaminate", "--in", f"docs={filt}", "--in", f"eval={eval_dir}", "--out", str(out),
-                               "--metrics", str(tmp / "decontaminate.json")], env)
+                               "--metrics", str(tmp / "decontaminate.json"), *common], env)
     (f_docs, f_mb), (d_docs, d_mb) = megabytes(dedup), megabytes(filt)
     return [["filter stage (baseline)", f_docs, f_mb, f_cpu, f_wall, f_mb / f_cpu, 1.0],
             ["decontaminate stage", d_docs, d_mb, d_cpu, d_wall, d_mb / d_cpu, d_cpu / f_cpu]]
@@ -128,7 +137,8 @@ def collision_rows(docs: list[dict], cfg, eval_dir: Path, max_k: int) -> list[li
                 for roles in (("answer",), ("question", "question+answer", "item")):
                     grams = np.unique(np.concatenate([_windows(a, k) for r, a in units[task] if r in roles]
                                                      + [np.zeros(0, np.uint64)]))
-                    row.append(100 * np.isin(grams, corpus).mean() if len(grams) else None)
+                    found = int(np.isin(grams, corpus).sum())
+                    row.append(f"{100 * found / len(grams):.3f}% ({found:,})" if len(grams) else None)
             out.append(row)
     return out
 
@@ -151,6 +161,7 @@ def table(header: list[str], rows: list[list]) -> str:
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dedup", type=Path, default=ROOT / "data" / "dedup", help="the filter stage's input")
     p.add_argument("--eval", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
@@ -160,7 +171,7 @@ def main() -> None:
     cfg = load_config(ROOT / "params.yaml").decontaminate
     tmp = Path(tempfile.mkdtemp(prefix="decontam_bench_"))
     if not a.skip_stages:
-        print("## Stage cost, as dvc.yaml runs them (CPU = process + workers)\n")
+        print("## Stage cost, as dvc.yaml runs them, tasks in one process (CPU = stage process + children)\n")
         print(table(["stage", "docs in", "MB in", "CPU s", "wall s", "MB per CPU-s", "CPU vs filter"],
                     stage_costs(a.dedup, a.eval, tmp)))
     print("\n## Matcher alone, one process, PIQA + OpenBookQA\n")
@@ -169,7 +180,7 @@ def main() -> None:
     base = rows[-1][3]
     print(table(["matcher", "docs / entries", "MB", "CPU s", "docs hit", "MB per CPU-s", "CPU vs datatrove"],
                 [r + ([r[2] / r[3], r[3] / base] if r[2] else [None, None]) for r in rows]))
-    print(f"\n## Share of benchmark k-grams found in real text (%), documents of {a.dedup}\n")
+    print(f"\n## Distinct benchmark k-grams found in real text: share (count), documents of {a.dedup}\n")
     names = [t.name for t in cfg.tasks]
     print(table(["documents", "words", "k", *(f"{n} {r}" for n in names for r in ("answers", "questions+"))],
                 collision_rows(list(iter_docs(a.dedup)), cfg, a.eval, a.max_k)))

@@ -299,3 +299,26 @@ def test_planted_items_in_real_documents_are_all_caught_and_nothing_else(real_do
         assert stats["docs_cut"] + stats["docs_removed"] == len({p["host"] for p in planted if p["catchable"]})
         assert stats["chars_removed"] < 0.05 * stats["chars_in"]
     assert [p.name for p in doc_files(tmp_path / "out")] == ["00000.jsonl.gz", "00001.jsonl.gz"]
+
+
+def test_run_report_has_a_decontamination_section_per_benchmark(tmp_path):
+    from tasks.report import write_report
+
+    (tmp_path / "metrics").mkdir()
+    stats = {"docs_in": 2000, "docs_out": 1999, "docs_removed": 1, "docs_cut": 3, "spans_cut": 4, "chars_in": 10**7,
+             "chars_removed": 2500, "rejected_by_reason": {"contamination/piqa": 3, "contamination/openbookqa": 2},
+             "tasks": {"piqa": {"items": 1838, "min_words": 10, "docs_hit": 3, "ngrams_matched": 41, "items_found": 3,
+                                "docs_removed": 1, "spans_cut": 2},
+                       "openbookqa": {"items": 500, "min_words": 8, "docs_hit": 1, "ngrams_matched": 9,
+                                      "items_found": 2, "docs_removed": 0, "spans_cut": 2}}, "seconds": 3.0}
+    (tmp_path / "metrics" / "decontaminate.json").write_text(json.dumps(stats))
+    md = Path(write_report(tmp_path, {"name": "r", "stages": [{"stage": "decontaminate", "status": "ran"}]})["markdown"])
+    text = md.read_text()
+    section = text.split("## Decontamination", 1)[1].split("\n## ", 1)[0]
+    assert "| piqa | 1,838 | 10 | 3 | 41 | 3 | 1 | 2 |" in section
+    assert "| openbookqa | 500 | 8 | 1 | 9 | 2 | 0 | 2 |" in section
+    assert "| characters removed | 0.025% |" in section and "| cut (spans) | 3 (4) |" in section
+    stage_row = next(line for line in text.splitlines() if line.startswith("| decontaminate |"))
+    assert "contamination/piqa 3" in stage_row and "2,000 docs" in stage_row and "1,999 docs" in stage_row
+    (tmp_path / "metrics" / "decontaminate.json").unlink()
+    assert "_No metrics/decontaminate.json in this run._" in Path(write_report(tmp_path, {"name": "s"})["markdown"]).read_text()

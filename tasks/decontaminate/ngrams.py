@@ -1,8 +1,8 @@
 """Word n-gram index of benchmark text and the matcher that finds it in documents.
 
-Words are runs of Unicode letters and digits of the lower-cased text: case, punctuation and spacing
-never matter (GPT-3's and lm-eval's janitor normalisation; "don't" is the words `don`, `t` on both
-sides). Each word is mapped to its id in the benchmark's own vocabulary, so a document word the
+Words are runs of Unicode letters and digits of the lower-cased text, so case, punctuation and spacing
+never matter (GPT-3 and lm-eval's janitor also lower-case and drop punctuation; here an apostrophe
+splits a word, "don't" is `don`, `t`, the same on both sides). Each word is mapped to its id in the benchmark's own vocabulary, so a document word the
 benchmarks never use (id -1) cannot be part of a match, and n-grams are hashed from ids with numpy
 (a polynomial hash over every window at once), then verified exactly against the word-id tuples, so
 a hash collision can never remove text.

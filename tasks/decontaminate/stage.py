@@ -99,22 +99,22 @@ def cut_regions(text: str, spans: list[tuple[int, int]], window: int, min_fragme
     return [(a, b) for a, b in regions]
 
 
-def decontaminate_doc(doc: dict, index: NgramIndex, cfg: DecontaminateConfig,
-                      words: list[str] | None = None) -> tuple[dict | None, list[dict], list[Match]]:
+def decontaminate_doc(doc: dict, index: NgramIndex,
+                      cfg: DecontaminateConfig) -> tuple[dict | None, list[dict], list[Match]]:
     """(the document to keep or None, its rejects, its matches) for one document."""
     text = doc["text"]
-    matches = index.find(normal_words(text) if words is None else words)
+    matches = index.find(normal_words(text))
     if not matches:
         return doc, [], []
     names = index.task_names
     per_task = Counter(names[t] for m in matches for t in {t for t, _ in m.entry.items})
 
-    def reject(body: str, first: Match, **extra) -> dict:
-        task = names[_first_task(first)]
-        item = min(i for t, i in first.entry.items if names[t] == task)
-        return {"text": body, "id": extra.pop("id", doc["id"]), "metadata": {
-            **doc.get("metadata", {}), "reject_reason": f"{REASON}/{task}", "matched_ngram": first.entry.words,
-            "matched_item": f"{task}#{item}", "contamination": dict(sorted(per_task.items())), **extra}}
+    def reject(body: str, first: Match, reject_id: str, **extra) -> dict:
+        task = _first_task(first)
+        item = min(i for t, i in first.entry.items if t == task)
+        return {"text": body, "id": reject_id, "metadata": {
+            **doc.get("metadata", {}), "reject_reason": f"{REASON}/{names[task]}", "matched_ngram": first.entry.words,
+            "matched_item": f"{names[task]}#{item}", "contamination": dict(sorted(per_task.items())), **extra}}
 
     if cfg.action == "cut":
         try:
@@ -131,7 +131,7 @@ def decontaminate_doc(doc: dict, index: NgramIndex, cfg: DecontaminateConfig,
                 rejects = []
                 for j, (a, b) in enumerate(regions):
                     inside = [m for m, (s, e) in zip(located, char_spans) if a <= s and e <= b]
-                    rejects.append(reject(text[a:b], inside[0], id=f"{doc['id']}#cut{j}", parent_id=doc["id"],
+                    rejects.append(reject(text[a:b], inside[0], f"{doc['id']}#cut{j}", parent_id=doc["id"],
                                           char_span=[a, b], decontaminate_action="cut"))
                 removed = sum(b - a for a, b in regions)
                 metadata = {**doc.get("metadata", {}), "contamination_cuts": len(regions),
@@ -140,8 +140,8 @@ def decontaminate_doc(doc: dict, index: NgramIndex, cfg: DecontaminateConfig,
             why = "too_many_cuts" if kept else "nothing_left"
         else:
             why = "offsets_changed"
-        return None, [reject(text, matches[0], decontaminate_action=f"removed ({why})")], matches
-    return None, [reject(text, matches[0], decontaminate_action="removed")], matches
+        return None, [reject(text, matches[0], doc["id"], decontaminate_action=f"removed ({why})")], matches
+    return None, [reject(text, matches[0], doc["id"], decontaminate_action="removed")], matches
 
 
 # ---------------------------------------------------------------------------------------- pipeline step
