@@ -28,7 +28,8 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.dag import StageNode, commit_stage, load_dag, remove_outs, reorder_lock, stage_changed
-from tasks.config import load_config
+from tasks.config import ConfigError, load_config
+from tasks.redact import redact
 from tasks.stages import STAGES, metrics_path, section_name
 from tasks.tracking import FLOW_ENV, PARENT_ENV, log_finished_stage
 
@@ -108,6 +109,7 @@ def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False
             # A progress bar redraws with \r: log only its latest state (tqdm's TQDM_MININTERVAL paces the rest).
             for line in (segment.rsplit("\r", 1)[-1] for segment in raw.split("\n")):
                 if line.strip():
+                    line = redact(line)  # what a stage prints outside logging (tracebacks, tools) is masked too
                     tail.append(line)
                     logger.info("%s | %s", node.name, line)
         rc = proc.wait()
@@ -182,6 +184,9 @@ def pipeline(root: str = ".", force: bool = False, started: str = "") -> dict:
     root_path = Path(root).resolve()
     cfg = load_config(root_path / "params.yaml")
     nodes = load_dag(root_path)
+    if unknown := sorted(set(cfg.flow.retries) - {n.family for n in nodes}):  # a typo would mean no retries
+        raise ConfigError(f"flow.retries names stage(s) {unknown} that dvc.yaml does not have; stages: "
+                          f"{', '.join(sorted({n.family for n in nodes}))}")
     flow_key = str(flow_run.id)
     _tracking[flow_key] = Tracking(root_path, cfg)
     _slots[flow_key] = threading.BoundedSemaphore(cfg.flow.max_parallel_stages)

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from tasks.redact import redact
+
 PARENT_ENV = "TINYFOUNDRY_PARENT_RUN_ID"
 FLOW_ENV = "TINYFOUNDRY_FLOW_RUN"
 """Set by the flow for stage processes: stages without live tracking leave their MLflow run to the flow."""
@@ -70,7 +72,8 @@ def numeric(d: dict) -> dict[str, float]:
 
 
 def param_strings(d: dict) -> dict[str, str]:
-    return {mlflow_key(k): str(v)[:500] for k, v in flatten(d).items()}
+    """MLflow params: every value as text, credentials masked (URIs with passwords, `HF_TOKEN=` in env_command)."""
+    return {mlflow_key(k): redact(str(v))[:500] for k, v in flatten(d).items()}
 
 
 class BackgroundRun:

@@ -114,6 +114,9 @@ def test_tasks_default_to_the_evaluated_benchmarks_and_bad_values_fail_at_load()
     assert [t.name for t in other.decontaminate.tasks] == ["obqa"]
     explicit = parse_config({**params, "decontaminate": {**params["decontaminate"], "tasks": []}})
     assert explicit.decontaminate.tasks == []
+    missing = [{"name": "obqa", "format": "openbookqa", "data": "obqa_typo.jsonl"}]
+    with pytest.raises(ConfigError, match=r"decontaminate\.tasks\[0\]\.data 'obqa_typo.jsonl' \(obqa\) is not among"):
+        parse_config({**params, "decontaminate": {**params["decontaminate"], "tasks": missing}})
     with_hub = {**params, "evaluate": {**params["evaluate"], "tasks": params["evaluate"]["tasks"] + [{"name": "hellaswag"}]}}
     with pytest.raises(ConfigError, match=r"decontaminate\.tasks task 'hellaswag' has no data file"):
         parse_config(with_hub)

@@ -147,3 +147,15 @@ def test_the_served_deployment_runs_this_project_on_the_cron_from_params(tmp_pat
     assert [s.schedule.cron for s in deployment.schedules] == ["15 4 * * 1"]
     assert deployment.parameters == {"root": str(repo)}
     assert deployment.entrypoint.endswith("flows/pipeline.py:pipeline")
+
+
+def test_retries_for_a_stage_dvc_yaml_lacks_fail_before_any_stage(tmp_path, prefect_api):
+    from tasks.config import ConfigError
+
+    repo = make_repo(tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["flow"]["retries"] = {"flakey": 2}  # a typo would silently mean no retries
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=r"flow.retries names stage\(s\) \['flakey'\] that dvc.yaml does not have"):
+        run_flow(repo)
+    assert not (repo / "out").exists() and not (repo / "events.jsonl").exists()

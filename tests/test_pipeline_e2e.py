@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from tests.project_copy import PROJECT_ROOT, make_project_copy
+from tests.real_components import require_binary, require_module
 
 pytestmark = pytest.mark.slow
 
@@ -28,25 +28,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-b
 CLIENT_ENV_DROP = ("PREFECT_HOME", "PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_API_URL", "MLFLOW_TRACKING_URI")
 
 
-def ensure_chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing (root only); skip with the reason otherwise."""
-    for path in (shutil.which("chromium"), "/usr/bin/chromium"):
-        if path and Path(path).exists():
-            return path
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("needs Debian chromium (`apt-get install -y chromium`), not installed and not root to install it")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        if res.returncode != 0:
-            pytest.skip(f"`{' '.join(cmd)}` failed: {res.stderr[-500:]}")
-    return "/usr/bin/chromium"
-
-
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs `pip install playwright` (test extra)")
-    executable = ensure_chromium()
+    """Debian's chromium (installed with apt-get when missing and root) driven by Playwright; skipped with the
+    reason when either is missing, failed under CI=true (tests/real_components.py)."""
+    sync_api = require_module("playwright.sync_api", "pip install playwright (test extra)")
+    executable = require_binary("chromium", apt_package="chromium", paths=("/usr/bin/chromium",), install=True)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)

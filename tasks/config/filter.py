@@ -7,8 +7,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Section
+from .base import FieldProblem, Section
 from .executor import ExecutorConfig
+from .languages import unknown_languages
 
 # Heuristic name -> "module:Class" of the filter it builds; params are that class's keyword arguments.
 # Import paths stay strings so loading params.yaml never imports datatrove/spaCy.
@@ -120,6 +121,9 @@ class SourceFilterConfig(Section):
                 raise ValueError(f"heuristic {name!r} needs a mapping of keyword arguments, got {kwargs!r}")
             if "exclusion_writer" in kwargs:
                 raise ValueError(f"heuristic {name!r}: exclusion_writer is set by the stage, not in params")
+            codes = kwargs.get("languages") if name == "language" else None
+            if problem := unknown_languages([codes] if isinstance(codes, str) else codes or []):
+                raise FieldProblem("language.languages", problem)
         return v
 
 
@@ -143,12 +147,35 @@ class FilterConfig(Section):
                              "use the `code` heuristic")
         return self
 
-    def check_heuristic_kwargs(self) -> None:
-        """Every heuristic's keyword arguments exist on its filter class (imports datatrove: run at stage start)."""
+    def heuristic_errors(self) -> list[str]:
+        """Each heuristic's keyword arguments checked against its filter class's signature: unknown names and
+        values of the wrong type (imports datatrove; `python -m tasks validate` and stage starts run it)."""
+        from typing import get_type_hints
+
+        from pydantic import TypeAdapter, ValidationError
+
+        errors = []
         for source in SOURCES:
             for name, kwargs in getattr(self, source).heuristics.items():
-                params = inspect.signature(heuristic_class(name).__init__).parameters
+                cls = heuristic_class(name)
+                params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "exclusion_writer")]
+                key = f"filter.{source}.heuristics.{name}"
                 unknown = sorted(set(kwargs) - set(params))
                 if unknown:
-                    raise ValueError(f"filter.{source}.heuristics.{name}: unknown argument(s) {unknown}; "
-                                     f"{name} accepts {sorted(p for p in params if p not in ('self', 'exclusion_writer'))}")
+                    errors.append(f"{key}: unknown argument(s) {unknown}; {cls.__name__} accepts {sorted(params)}")
+                hints = get_type_hints(cls.__init__)
+                for arg, value in kwargs.items():
+                    if arg in hints and arg in params:
+                        try:
+                            TypeAdapter(hints[arg]).validate_python(value)
+                        except ValidationError:
+                            errors.append(f"{key}.{arg} must be {_type_name(hints[arg])}, got {value!r}")
+        return errors
+
+    def check_heuristic_kwargs(self) -> None:
+        if errors := self.heuristic_errors():
+            raise ValueError("; ".join(errors))
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

@@ -5,6 +5,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import Section, inherit_default
 from .executor import ExecutorConfig
+from .languages import unknown_languages
 
 
 class WebIngestConfig(Section):
@@ -32,6 +33,13 @@ class WebIngestConfig(Section):
     max_record_bytes: int = Field(10_000_000, gt=0)
     """HTML payloads larger than this are dropped (`too_large`) before extraction."""
 
+    @field_validator("languages")
+    @classmethod
+    def _lid_codes(cls, v: list[str]) -> list[str]:
+        if problem := unknown_languages(v):
+            raise ValueError(problem)
+        return v
+
     @field_validator("url_blocklist")
     @classmethod
     def _domains(cls, v: list[str]) -> list[str]:
@@ -47,6 +55,10 @@ class BooksIngestConfig(Section):
     """Books (or parts) with less text after stripping the Gutenberg header/footer are dropped (`too_short`)."""
     split_chars: int = Field(0, ge=0)
     """Split books longer than this many characters into chapter-sized documents; 0 keeps whole books."""
+    max_book_bytes: int = Field(64_000_000, gt=0)
+    """Books larger than this, compressed on disk or once decompressed, are dropped (`too_large`) without being
+    decompressed further: a gzip bomb cannot exhaust memory. The largest Gutenberg texts (dictionaries) are a few
+    tens of MB."""
 
     @model_validator(mode="after")
     def _split(self):

@@ -3,16 +3,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from .base import Section
+from .base import FieldProblem, Section
 
 
 class ModelChoice(Section):
     preset: Literal["10m", "50m", "125m", "tinyllama-1.1b", "gpt2-124m"] = "10m"
     """A preset from models/presets.py: 10m, 50m, 125m, tinyllama-1.1b, gpt2-124m."""
     overrides: dict[str, int | float | bool] = {}
-    """Fields of the preset's ModelConfig to change, e.g. {n_layer: 4}."""
+    """Fields of the preset's ModelConfig to change, e.g. {n_layer: 4} (names and the resulting shape are
+    checked by `python -m tasks validate`; vocab_size comes from the tokenizer)."""
+
+    @field_validator("overrides")
+    @classmethod
+    def _no_vocab(cls, v: dict) -> dict:
+        if "vocab_size" in v:
+            raise ValueError("must not set vocab_size: the model takes it from the tokenizer (tokenizer.vocab_size)")
+        return v
 
 
 class TrainConfig(Section):
@@ -65,10 +73,20 @@ class TrainConfig(Section):
     @model_validator(mode="after")
     def _batch(self):
         if self.min_lr > self.lr:
-            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+            raise FieldProblem("min_lr", f"({self.min_lr}) must not exceed lr ({self.lr})")
         per_micro = self.seq_len * self.micro_batch_size
         if self.global_batch_tokens % per_micro:
-            raise ValueError(
-                f"global_batch_tokens ({self.global_batch_tokens}) must be a multiple of seq_len*micro_batch_size ({per_micro})"
-            )
+            raise FieldProblem("global_batch_tokens", f"({self.global_batch_tokens}) must be a multiple of seq_len × "
+                                                      f"micro_batch_size ({self.seq_len} × {self.micro_batch_size})")
+        if self.global_batch_tokens % (per_micro * self.nproc_per_node):
+            fits = [n for n in range(1, self.global_batch_tokens // per_micro + 1)
+                    if self.global_batch_tokens % (per_micro * n) == 0]
+            raise FieldProblem("nproc_per_node", (
+                f"({self.nproc_per_node}) does not divide the batch: global_batch_tokens ({self.global_batch_tokens}) "
+                f"must be a multiple of seq_len × micro_batch_size × nproc_per_node ({self.seq_len} × "
+                f"{self.micro_batch_size} × {self.nproc_per_node} = {per_micro * self.nproc_per_node}); "
+                f"nproc_per_node can be {fits} here, or change micro_batch_size"))
+        if self.warmup_steps > self.max_steps:
+            raise FieldProblem("warmup_steps", f"({self.warmup_steps}) must not exceed max_steps ({self.max_steps}): "
+                                               "the learning rate would never reach its peak nor decay")
         return self

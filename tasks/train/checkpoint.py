@@ -99,6 +99,6 @@ def load(path: str | Path, model, optimizer) -> tuple[dict, dict]:
     if not rank_file.is_file():  # resumed on more ranks than saved: fall back to rank 0's loader state
         log.warning("checkpoint: %s has no state for rank %d; using rank 0's (RNG streams differ)", path.name, rank)
         rank_file = path / "rank0.pt"
-    rank_state = torch.load(rank_file, weights_only=False)
+    rank_state = torch.load(rank_file, weights_only=True)  # tensors and plain containers only: no code runs on load
     set_rng_state(rank_state.pop("rng"))
     return meta, rank_state
