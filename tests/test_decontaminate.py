@@ -108,7 +108,7 @@ def test_tasks_default_to_the_evaluated_benchmarks_and_bad_values_fail_at_load()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     cfg = parse_config(params)
     assert cfg.decontaminate.tasks == cfg.evaluate.tasks
-    custom = [{"name": "obqa", "format": "openbookqa", "data": "obqa.jsonl"}]
+    custom = [{"name": "obqa", "format": "openbookqa", "data": "openbookqa_main_test.jsonl"}]
     other = parse_config({**params, "evaluate": {**params["evaluate"], "tasks": custom,
                                                  "champion_metric": "obqa/acc_norm"}})
     assert [t.name for t in other.decontaminate.tasks] == ["obqa"]
