@@ -1,6 +1,7 @@
 """Decontamination cost next to the filter stage's, and why short benchmark text must not match on its own.
 
     python benchmarks/decontaminate.py [--dedup data/dedup] [--eval ../shared/data/eval] [--max-k 9]
+                                       [--tables stages,matcher,collisions,floors]
 
 1. Cost: `python -m tasks filter` on the dedup output, then `python -m tasks decontaminate` on what filter
    kept -- the two stages as dvc.yaml runs them, with params.yaml, except that each runs its datatrove
@@ -12,6 +13,8 @@
    text, for k = 3..max-k, on two splits of the documents: books + documentation sites (looked at when the
    floors were set) and the rest (crawled pages, code: held out). Everyday phrases collide at small k; the
    rate falls with k and grows with corpus size (tasks/config/decontaminate.py: MIN_WORDS).
+3. Floors: documents hit per benchmark in the same real documents (none holds a benchmark item) with every
+   task's floor set to 5, 6, ... 12 words.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -160,30 +164,55 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows])
 
 
+def floor_rows(docs: list[dict], cfg, eval_dir: Path, floors: list[int]) -> list[list]:
+    """Documents hit per benchmark when every task's floor is `floor` (no document here holds a benchmark item)."""
+    from tasks.decontaminate.stage import build_index
+
+    words = [normal_words(d["text"]) for d in docs]
+    rows = []
+    for floor in floors:
+        index, _ = build_index(cfg.model_copy(update={"min_words": {t.name: floor for t in cfg.tasks}}), eval_dir)
+        hit = Counter(name for w in words
+                      for name in {index.task_names[t] for m in index.find(w) for t, _ in m.entry.items})
+        rows.append([floor, len(index.entries), *(hit[n] for n in index.task_names)])
+    return rows
+
+
+TABLES = ("stages", "matcher", "collisions", "floors")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dedup", type=Path, default=ROOT / "data" / "dedup", help="the filter stage's input")
     p.add_argument("--eval", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
     p.add_argument("--max-k", type=int, default=9)
-    p.add_argument("--skip-stages", action="store_true", help="only the in-process tables")
+    p.add_argument("--tables", default=",".join(TABLES), help=f"comma-separated, of {', '.join(TABLES)}")
     a = p.parse_args()
+    tables = a.tables.split(",")
     cfg = load_config(ROOT / "params.yaml").decontaminate
+    names = [t.name for t in cfg.tasks]
     tmp = Path(tempfile.mkdtemp(prefix="decontam_bench_"))
-    if not a.skip_stages:
+    if "stages" in tables:
         print("## Stage cost, as dvc.yaml runs them, tasks in one process (CPU = stage process + children)\n")
         print(table(["stage", "docs in", "MB in", "CPU s", "wall s", "MB per CPU-s", "CPU vs filter"],
                     stage_costs(a.dedup, a.eval, tmp)))
-    print("\n## Matcher alone, one process, PIQA + OpenBookQA\n")
-    folder = tmp / "filter" if (tmp / "filter").is_dir() else a.dedup
-    rows = matcher_costs(folder, cfg, a.eval)
-    base = rows[-1][3]
-    print(table(["matcher", "docs / entries", "MB", "CPU s", "docs hit", "MB per CPU-s", "CPU vs datatrove"],
-                [r + ([r[2] / r[3], r[3] / base] if r[2] else [None, None]) for r in rows]))
-    print(f"\n## Distinct benchmark k-grams found in real text: share (count), documents of {a.dedup}\n")
-    names = [t.name for t in cfg.tasks]
-    print(table(["documents", "words", "k", *(f"{n} {r}" for n in names for r in ("answers", "questions+"))],
-                collision_rows(list(iter_docs(a.dedup)), cfg, a.eval, a.max_k)))
+    if "matcher" in tables:
+        print("\n## Matcher alone, one process, PIQA + OpenBookQA\n")
+        folder = tmp / "filter" if (tmp / "filter").is_dir() else a.dedup
+        rows = matcher_costs(folder, cfg, a.eval)
+        base = rows[-1][3]
+        print(table(["matcher", "docs / entries", "MB", "CPU s", "docs hit", "MB per CPU-s", "CPU vs datatrove"],
+                    [r + ([r[2] / r[3], r[3] / base] if r[2] else [None, None]) for r in rows]))
+    if "collisions" in tables:
+        print(f"\n## Distinct benchmark k-grams found in real text: share (count), documents of {a.dedup}\n")
+        print(table(["documents", "words", "k", *(f"{n} {r}" for n in names for r in ("answers", "questions+"))],
+                    collision_rows(list(iter_docs(a.dedup)), cfg, a.eval, a.max_k)))
+    if "floors" in tables:
+        docs = list(iter_docs(a.dedup))
+        print(f"\n## Documents hit by floor (every task's min_words), all {len(docs):,} documents of {a.dedup}\n")
+        print(table(["floor", "index entries", *(f"{n} docs hit" for n in names)],
+                    floor_rows(docs, cfg, a.eval, list(range(5, cfg.ngram_words)))))
 
 
 if __name__ == "__main__":
