@@ -61,22 +61,27 @@ def scan_docs(folder: str | Path, sub: str = DOCS, skipped: Counter | None = Non
     """
     skipped = Counter() if skipped is None else skipped
     for path in doc_files(folder, sub):
-        line_no = 0
-        try:
-            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
-                for line_no, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    where = f"{path.name}:{line_no}"
-                    try:
-                        doc = json.loads(line)
-                    except json.JSONDecodeError:
-                        yield "malformed_json", None, where, line.rstrip("\n")
-                        continue
-                    yield document_problem(doc, require_source), doc, where, line.rstrip("\n")
-        except (OSError, EOFError, zlib.error, UnicodeError) as e:
-            skipped["corrupt_file"] += 1
-            log.warning("%s is unreadable after line %d (%s); the rest of it is skipped", path, line_no, e)
+        yield from scan_file(path, skipped, require_source)
+
+
+def scan_file(path: Path, skipped: Counter, require_source: bool = False) -> Iterator[tuple[str | None, object, str, str]]:
+    """`scan_docs` for one shard file."""
+    line_no = 0
+    try:
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"{path.name}:{line_no}"
+                try:
+                    doc = json.loads(line)
+                except json.JSONDecodeError:
+                    yield "malformed_json", None, where, line.rstrip("\n")
+                    continue
+                yield document_problem(doc, require_source), doc, where, line.rstrip("\n")
+    except (OSError, EOFError, zlib.error, UnicodeError) as e:
+        skipped["corrupt_file"] += 1
+        log.warning("%s is unreadable after line %d (%s); the rest of it is skipped", path, line_no, e)
 
 
 def read_docs(folder: str | Path, sub: str = DOCS, skipped: Counter | None = None,

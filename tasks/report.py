@@ -160,6 +160,22 @@ def mix_section(stats: dict) -> str:
     return "\n\n".join(parts)
 
 
+def decontaminate_section(stats: dict) -> str:
+    """Per benchmark: documents hit, n-grams matched, items found; then what was removed."""
+    tasks = stats.get("tasks") if isinstance(stats.get("tasks"), dict) else {}
+    cols = ["items", "min_words", "docs_hit", "ngrams_matched", "items_found", "docs_removed", "spans_cut"]
+    parts = [_table(["task", *(c.replace("_", " ") for c in cols)],
+                    [[name, *(t.get(c) for c in cols)] for name, t in tasks.items() if isinstance(t, dict)])
+             if tasks else "_No benchmark was decontaminated against._"]
+    chars_in = stats.get("chars_in") or 0
+    share = f"{100 * (stats.get('chars_removed') or 0) / chars_in:.3f}%" if chars_in else None
+    parts.append(_table(["", "value"], [["documents in", stats.get("docs_in")], ["documents out", stats.get("docs_out")],
+                                        ["removed whole", stats.get("docs_removed")],
+                                        ["cut (spans)", f"{_fmt(stats.get('docs_cut'))} ({_fmt(stats.get('spans_cut'))})"],
+                                        ["characters removed", share]]))
+    return "\n\n".join(parts)
+
+
 def _canonical_task(name: str) -> str:
     name = name.lower().strip()
     return TASK_ALIASES.get(name, name)
@@ -285,7 +301,8 @@ def render_markdown(root: Path, run: dict, png: Path | None) -> str:
     out += [_table(["run", "value"], summary + _links(run, root)), ""]
     out += ["## Stages", "", _table(["stage", "status", "in", "out", "dropped (top reasons)", "seconds",
                                      "throughput"], stage_rows(root, run)), ""]
-    sections = [("Realised mix", "mix.json", mix_section),
+    sections = [("Decontamination", "decontaminate.json", decontaminate_section),
+                ("Realised mix", "mix.json", mix_section),
                 ("Tokenizer", "tokenizer.json", lambda s: _table(["metric", "value"], _scalars(s))),
                 ("Training", "train.json", lambda s: _table(["metric", "value"], _scalars(s))),
                 ("Evaluation", "eval.json", eval_section)]

@@ -18,6 +18,8 @@ class Stage:
     after: str | None = None
     """Optional `module:function(tracking_cfg, output, stats) -> extra stats`, run with the stage's MLflow run
     active (model registration, champion alias): tracking belongs to the CLI, not to the stage function."""
+    reads: tuple[str, ...] = ()
+    """Other params keys the section is filled from when params.yaml is loaded (dvc.yaml tracks them too)."""
 
 
 STAGES: dict[str, Stage] = {
@@ -25,6 +27,7 @@ STAGES: dict[str, Stage] = {
     "ingest": Stage("tasks.ingest:run_ingest", "ingest.{source}", ("web", "books", "code")),
     "dedup": Stage("tasks.dedup:run_dedup", "dedup"),
     "filter": Stage("tasks.filter:run_filter", "filter"),
+    "decontaminate": Stage("tasks.decontaminate:run_decontaminate", "decontaminate", reads=("evaluate.tasks",)),
     "tokenizer": Stage("tasks.tokenizer:run_tokenizer", "tokenizer"),
     "mix": Stage("tasks.mix:run_mix", "mix"),
     "shard": Stage("tasks.shard:run_shard", "shard"),

@@ -80,15 +80,18 @@ def test_every_params_key_in_dvc_yaml_exists_in_the_config_model():
 
 
 def test_each_stage_reads_its_own_section_only():
-    """Its own section, plus tracking keys for stages that act on the model registry."""
+    """Its own section, the keys its section is filled from at load time, and tracking keys for stages that
+    act on the model registry."""
     for name, stage in resolved_stages().items():
         family, _, source = name.partition("@")
         own = STAGES[family].section.format(source=source)
         keys = stage.get("params", [])
         assert own in keys, f"{name} must track its section {own}"
+        missing = [k for k in STAGES[family].reads if k not in keys]
+        assert not missing, f"{name}: its section is filled from {missing}, which dvc.yaml must track"
         cfg = load_config(ROOT / "params.yaml")
         inherited = [k for k in keys if k.startswith(family + ".") and is_inherited_default(cfg, k)]
-        others = [k for k in keys if k != own and k not in inherited]
+        others = [k for k in keys if k != own and k not in inherited and k not in STAGES[family].reads]
         assert all(k.startswith("tracking.") for k in others), f"{name} tracks another stage's section: {others}"
         if others:
             assert STAGES[family].live_tracking, f"{name} tracks {others} but does not log to MLflow itself"

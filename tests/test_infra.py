@@ -202,7 +202,7 @@ def test_executor_profiles_validate_against_config_and_datatrove(kind):
 
     cfg = load_config(ROOT / "params.yaml", INFRA / "executors" / f"{kind}.yaml")
     executors = [cfg.section(f"ingest.{s}").executor for s in ("web", "books", "code")]
-    executors.append(cfg.section("filter").executor)
+    executors += [cfg.section("filter").executor, cfg.section("decontaminate").executor]
     for ex in executors:
         assert ex.kind == kind and ex.tasks >= ex.workers
     settings = getattr(executors[0], kind)

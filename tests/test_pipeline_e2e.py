@@ -159,8 +159,15 @@ def tiny_pipeline(tmp_path_factory, shared_data):
     """`python -m flows run` on profiles/tiny.yaml inside a project copy, with a Prefect server and an MLflow
     server up (they stay up for the module's tests): the end-to-end run of every real stage."""
     from flows.servers import running_servers
+    from tasks.config import read_yaml
+    from tests.planted_sources import plant_sources
 
-    project = make_project_copy(tmp_path_factory.mktemp("tiny") / "project", "profiles/tiny.yaml", shared_data)
+    # PIQA and OpenBookQA items planted in a real book, web page and module, next to the profile's sources
+    root = tmp_path_factory.mktemp("tiny")
+    planted, _ = plant_sources(shared_data, root / "planted")
+    fetch = read_yaml(PROJECT_ROOT / "profiles" / "tiny.yaml")["fetch"]
+    overrides = {"fetch": {s: {"uris": fetch[s]["uris"] + [planted[s]]} for s in ("web", "books", "code")}}
+    project = make_project_copy(root / "project", "profiles/tiny.yaml", shared_data, overrides)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with running_servers(project, 0, 0) as urls:
         env = client_env(urls)
@@ -178,7 +185,7 @@ def test_tiny_pipeline_runs_every_stage_and_leaves_dvc_prefect_and_mlflow_consis
 
     project, urls, env, record, stdout = tiny_pipeline
     stages = dvc_stage_names(project)
-    assert record["failed"] == [] and sorted(record["ran"]) == sorted(stages) and len(stages) == 15
+    assert record["failed"] == [] and sorted(record["ran"]) == sorted(stages) and len(stages) == 16
     assert 0 <= record["overhead_fraction"] < 1 and record["tracking_errors"] == []
     assert "pipeline finished" in stdout
 
@@ -213,6 +220,41 @@ def test_tiny_pipeline_runs_every_stage_and_leaves_dvc_prefect_and_mlflow_consis
     assert record["mlflow_run_id"] in report.read_text() and flow_run["id"] in report.read_text()
     logged = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "report")}
     assert report.name in logged and report.with_suffix(".html").name in logged
+
+
+def test_planted_benchmark_items_never_reach_the_tokenizer(tiny_pipeline):
+    """Items planted in every source reach decontaminate's input, none of their 13-grams reach the tokenizer's,
+    and the run report shows the decontamination per benchmark."""
+    from tasks.decontaminate.ngrams import normal_words
+    from tasks.docs import iter_docs
+
+    project, _, _, record, _ = tiny_pipeline
+    items = json.loads((project.parent / "planted" / "planted.json").read_text())
+    n = yaml.safe_load((project / "params.yaml").read_text())["decontaminate"]["ngram_words"]
+    grams = {}
+    for item in items:
+        words = normal_words(item["text"])
+        grams.update({" ".join(words[i:i + n]): item["task"] for i in range(len(words) - n + 1)})
+
+    def found(folder: str) -> dict[str, set[str]]:
+        """source -> tasks whose planted n-grams occur in that source's documents in `folder`"""
+        out: dict[str, set[str]] = {}
+        for doc in iter_docs(project / folder):
+            words = normal_words(doc["text"])
+            hits = {grams[g] for g in (" ".join(words[i:i + n]) for i in range(len(words) - n + 1)) if g in grams}
+            if hits:
+                out.setdefault(doc["metadata"]["source"], set()).update(hits)
+        return out
+
+    assert found("data/filter") == {s: {"piqa", "openbookqa"} for s in ("web", "books", "code")}
+    assert found("data/decontam") == {}
+    stats = json.loads((project / "metrics" / "decontaminate.json").read_text())
+    assert all(stats["tasks"][t]["docs_hit"] >= 3 for t in ("piqa", "openbookqa")), stats["tasks"]
+    report = (project / "reports" / f"{record['flow_run_name']}.md").read_text()
+    section = report.split("## Decontamination", 1)[1].split("\n## ", 1)[0]
+    for task in ("piqa", "openbookqa"):
+        row = next(line for line in section.splitlines() if line.startswith(f"| {task} |"))
+        assert f"| {stats['tasks'][task]['docs_hit']} |" in row, row
 
 
 def test_ui_shows_the_tiny_pipeline_run(browser, tiny_pipeline):

@@ -12,10 +12,11 @@ import copy
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 
 from .base import ConfigError, Section, format_validation_error
 from .checks import cross_section_errors, ensure_library_checks
+from .decontaminate import DecontaminateConfig
 from .dedup import DedupConfig
 from .evaluate import EvaluateConfig
 from .fetch import FetchConfig
@@ -37,11 +38,25 @@ class PipelineConfig(Section):
     ingest: IngestConfig = IngestConfig()
     dedup: DedupConfig = DedupConfig()
     filter: FilterConfig = FilterConfig()
+    decontaminate: DecontaminateConfig = DecontaminateConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     mix: MixConfig = MixConfig()
     shard: ShardConfig = ShardConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decontaminate_evaluated_tasks(cls, data):
+        """decontaminate.tasks left out or null: the benchmarks evaluation scores (the stage gets only its section)."""
+        if not isinstance(data, dict) or not isinstance(data.get("decontaminate", {}), dict):
+            return data
+        section = dict(data.get("decontaminate") or {})
+        if section.get("tasks") is None:
+            evaluate = data.get("evaluate") if isinstance(data.get("evaluate"), dict) else {}
+            section["tasks"] = evaluate.get("tasks", EvaluateConfig().tasks)
+            data = {**data, "decontaminate": section}
+        return data
 
     def section(self, dotted: str) -> Section:
         """`section("ingest.web")` → the WebIngestConfig object."""

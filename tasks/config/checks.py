@@ -76,14 +76,18 @@ def eval_file_errors(cfg) -> list[str]:
         return []
     names, patterns = fetched
     errors = []
-    for i, task in enumerate(cfg.evaluate.tasks):
-        for field in ("data", "labels"):
-            ref = getattr(task, field)
-            if ref is None or "://" in ref or "/" in ref or Path(ref).is_absolute():
-                continue
-            if ref not in names and not any(fnmatch.fnmatch(ref, p) for p in patterns):
-                errors.append(f"evaluate.tasks[{i}].{field} {ref!r} ({task.name}) is not among the files fetch.eval.uris "
-                              f"brings: {sorted(names) + patterns}")
+    sections = [("evaluate", cfg.evaluate.tasks)]
+    if cfg.decontaminate.tasks != cfg.evaluate.tasks:  # set on its own instead of following evaluate.tasks
+        sections.append(("decontaminate", cfg.decontaminate.tasks))
+    for section, tasks in sections:
+        for i, task in enumerate(tasks):
+            for field in ("data", "labels"):
+                ref = getattr(task, field)
+                if ref is None or "://" in ref or "/" in ref or Path(ref).is_absolute():
+                    continue
+                if ref not in names and not any(fnmatch.fnmatch(ref, p) for p in patterns):
+                    errors.append(f"{section}.tasks[{i}].{field} {ref!r} ({task.name}) is not among the files "
+                                  f"fetch.eval.uris brings: {sorted(names) + patterns}")
     return errors
 
 

@@ -17,8 +17,6 @@ import math
 import time
 from pathlib import Path
 
-import torch
-
 from tasks.hashing import file_sha256
 from tasks.atomic import atomic_dir
 from tasks.config.evaluate import EvaluateConfig
@@ -26,10 +24,12 @@ from tasks.tracking import log_artifact
 
 log = logging.getLogger("tinyfoundry.evaluate")
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# torch is imported where it is used: decontaminate imports .benchmarks (the benchmark file parser) without it
 
 
 def resolve_device(device: str) -> str:
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -47,6 +47,7 @@ def metric_value(stats: dict, metric: str) -> float | None:
 
 
 def run_evaluate(cfg: EvaluateConfig, inputs: dict[str, Path], output: Path) -> dict:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .benchmarks import TaskFailed, missing_local_files, run_benchmarks
@@ -80,7 +81,7 @@ def run_evaluate(cfg: EvaluateConfig, inputs: dict[str, Path], output: Path) -> 
                                            allow_task_errors=cfg.allow_task_errors)
         lap("benchmarks")
 
-        model = AutoModelForCausalLM.from_pretrained(out / "hf", dtype=DTYPES[cfg.dtype]).to(device).eval()
+        model = AutoModelForCausalLM.from_pretrained(out / "hf", dtype=getattr(torch, cfg.dtype)).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(out / "hf")
         intrinsic, source_info = evaluate_bpb(model, tokenizer, val_dir, list(cfg.sources), cfg.bpb_tokens,
                                               model.config.max_position_embeddings, cfg.batch_size)
