@@ -1,7 +1,8 @@
 """run_filter: heuristics (datatrove) → train or load the quality classifier → score and threshold (datatrove).
 
 Work happens in the atomic staging folder, so a crash resumes: datatrove skips ranks with completion
-markers. Datatrove's gzip writer stamps the time, so pipelines write plain JSONL and the last step
+markers, and the trained classifier is kept; only when the code, inputs and params are unchanged
+(tasks/resume.py). Datatrove's gzip writer stamps the time, so pipelines write plain JSONL and the last step
 recompresses every shard with gzip mtime=0 (byte-identical outputs for identical inputs).
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import shutil
 import zlib
 from collections import Counter, defaultdict
@@ -16,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.atomic import atomic_dir, atomic_write_json, staging_path
+from tasks.atomic import atomic_write_json
 from tasks.config.filter import SOURCES, FilterConfig
 from tasks.docs import DOCS, REJECTS, doc_files, iter_docs, write_docs
 from tasks.executor import run_executor
+from tasks.resume import resumable_dir, stage_key
 
 from . import classifier as clf
 
@@ -75,9 +78,11 @@ def _finalize(src: Path, dst: Path) -> None:
             write_docs(dst / f"{path.stem}.jsonl.gz", (json.loads(line) for line in f if line.strip()))
 
 
-def _fingerprint(cfg: FilterConfig, inputs: Path) -> dict:
-    files = {p.name: p.stat().st_size for p in doc_files(inputs)}
-    return {"params": cfg.model_dump(mode="json"), "inputs": files}
+def resume_params(cfg: FilterConfig) -> dict:
+    """Params a partial run must share to be resumed: all but the executor's parallelism (tasks fix the shards)."""
+    params = cfg.model_dump(mode="json")
+    params["executor"] = {"tasks": cfg.executor.tasks}
+    return params
 
 
 def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict:
@@ -88,18 +93,14 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
     cfg.check_heuristic_kwargs()
     source = Path(inputs["docs"])
     output = Path(output)
-    fingerprint = _fingerprint(cfg, source)
-    previous = staging_path(output) / "fingerprint.json"
-    resume = previous.exists() and json.loads(previous.read_text()) == fingerprint
-    with atomic_dir(output, resume=resume) as stage:
-        atomic_write_json(stage / "fingerprint.json", fingerprint)
+    keyed_inputs = {"docs": source, **({"classifier": cfg.classifier.model_path} if cfg.classifier.model_path else {})}
+    with resumable_dir(output, stage_key("filter", resume_params(cfg), keyed_inputs)) as stage:
         work = stage / "work"
         counts = work / "input_counts.json"
         if not counts.exists():
             atomic_write_json(counts, _reshard(source, work / "input", cfg.executor.tasks))
         input_lines, damaged = json.loads(counts.read_text())
-        log.info("filter: %d documents in %d shard(s) from %s%s", input_lines, len(doc_files(source)), source,
-                 " (resuming a previous partial run)" if resume else "")
+        log.info("filter: %d documents in %d shard(s) from %s", input_lines, len(doc_files(source)), source)
 
         # 1. heuristics, per source, each filter's drops to its own exclusion writer
         log.info("filter: heuristics pass (%s tasks, %s workers)", cfg.executor.tasks, cfg.executor.workers)
@@ -120,7 +121,9 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
         cls_stats: dict = {"trained": c.model_path is None, "labelled_docs": len(labelled)}
         if c.model_path is None:
             if not model_path.exists():  # a resumed run keeps the model it already trained
-                cls_stats.update(clf.train(train_rows, c, model_path))
+                partial = model_path.with_name(f".{MODEL_FILE}.partial")  # renamed once saved: never half a model
+                cls_stats.update(clf.train(train_rows, c, partial))
+                os.replace(partial, model_path)
         else:
             shutil.copyfile(c.model_path, model_path)
         model = clf.load_model(model_path)
@@ -162,7 +165,6 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
         _finalize(work / "docs", stage / DOCS)
         _finalize(work / "rejects_classifier", stage / REJECTS)
         shutil.rmtree(work)
-        (stage / "fingerprint.json").unlink()
         stats = _count(stage, input_lines, damaged)
 
     stats.update({"classifier": cls_stats, "thresholds": thresholds})
