@@ -53,9 +53,10 @@ def _file_digest(path: Path) -> str:
     return file_sha256(path)
 
 
-def code_files(stage: str, root: Path = PROJECT_ROOT) -> list[Path]:
+def code_files(stage: str, root: Path | None = None) -> list[Path]:
     """The files that define `stage` (a DVC address such as `ingest@web`): its deps in dvc.yaml that no stage
     produces, expanded to files. Without a dvc.yaml beside the code: all of `tasks/` and `models/`."""
+    root = root or PROJECT_ROOT
     dvc_yaml = root / "dvc.yaml"
     if not dvc_yaml.is_file():
         deps = list(FALLBACK_CODE)
@@ -102,8 +103,9 @@ def content_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def stage_key(stage: str, params: Mapping, inputs: Mapping[str, str | Path], root: Path = PROJECT_ROOT) -> dict:
+def stage_key(stage: str, params: Mapping, inputs: Mapping[str, str | Path], root: Path | None = None) -> dict:
     """What defines a stage's result: its code files, its inputs' contents and its params (JSON-able)."""
+    root = root or PROJECT_ROOT
     code = {f.relative_to(root).as_posix() if f.is_relative_to(root) else str(f):
             _file_digest(f) if f.exists() or f.is_symlink() else "missing" for f in code_files(stage, root)}
     return {"stage": stage, "code": code,
