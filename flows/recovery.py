@@ -45,10 +45,12 @@ def crash_abandoned_runs(client, root: Path, current_id) -> list[str]:
                                                 FlowRunFilterStateType, TaskRunFilter, TaskRunFilterState,
                                                 TaskRunFilterStateType)
     from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
     from prefect.states import Cancelled, Crashed
 
     running = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.CANCELLING]))))
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.CANCELLING]))),
+        sort=FlowRunSort.START_TIME_DESC, limit=200)
     now = datetime.now(timezone.utc)
     crashed = []
     for run in running:
@@ -65,7 +67,8 @@ def crash_abandoned_runs(client, root: Path, current_id) -> list[str]:
         tasks = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
             task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(
-                any_=[StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED]))))
+                any_=[StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED]))),
+            sort=TaskRunSort.ID_DESC, limit=200)
         for task_run in tasks:
             if task_run.state_type == StateType.RUNNING:
                 state = Crashed(message="Crashed: the flow run's process died while this task ran")
