@@ -113,6 +113,14 @@ def stage_key(stage: str, params: Mapping, inputs: Mapping[str, str | Path], roo
             "params": json.loads(json.dumps(params, sort_keys=True, default=str))}
 
 
+def datatrove_params(cfg) -> dict:
+    """A datatrove stage's section as it defines the result: everything but how its executor runs the tasks
+    (kind, workers, cluster settings); the number of tasks stays, it fixes the output shards."""
+    params = cfg.model_dump(mode="json")
+    params["executor"] = {"tasks": cfg.executor.tasks}
+    return params
+
+
 def key_digest(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 

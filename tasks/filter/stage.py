@@ -22,7 +22,7 @@ from tasks.atomic import atomic_write_json
 from tasks.config.filter import SOURCES, FilterConfig
 from tasks.docs import DOCS, REJECTS, doc_files, iter_docs, write_docs
 from tasks.executor import run_executor
-from tasks.resume import resumable_dir, stage_key
+from tasks.resume import datatrove_params, resumable_dir, stage_key
 
 from . import classifier as clf
 
@@ -78,13 +78,6 @@ def _finalize(src: Path, dst: Path) -> None:
             write_docs(dst / f"{path.stem}.jsonl.gz", (json.loads(line) for line in f if line.strip()))
 
 
-def resume_params(cfg: FilterConfig) -> dict:
-    """Params a partial run must share to be resumed: all but the executor's parallelism (tasks fix the shards)."""
-    params = cfg.model_dump(mode="json")
-    params["executor"] = {"tasks": cfg.executor.tasks}
-    return params
-
-
 def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict:
     from datatrove.pipeline.readers import JsonlReader
 
@@ -94,7 +87,7 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
     source = Path(inputs["docs"])
     output = Path(output)
     keyed_inputs = {"docs": source, **({"classifier": cfg.classifier.model_path} if cfg.classifier.model_path else {})}
-    with resumable_dir(output, stage_key("filter", resume_params(cfg), keyed_inputs)) as stage:
+    with resumable_dir(output, stage_key("filter", datatrove_params(cfg), keyed_inputs)) as stage:
         work = stage / "work"
         counts = work / "input_counts.json"
         if not counts.exists():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tasks.config.ingest import BooksIngestConfig, CodeIngestConfig, WebIngestConfig
 from tasks.executor import run_executor
-from tasks.resume import resumable_dir, stage_key
+from tasks.resume import datatrove_params, resumable_dir, stage_key
 
 from .common import count_outputs, log
 
@@ -23,14 +23,6 @@ SOURCES = {WebIngestConfig: "web", BooksIngestConfig: "books", CodeIngestConfig:
 def logs_path(output: Path) -> Path:
     """Where a finished run's datatrove logs and per-step stats end up: `.<name>.logs` beside the output."""
     return output.parent / f".{output.name}.logs"
-
-
-def resume_params(cfg) -> dict:
-    """The params a partial run must share to be resumed: all but how many workers run the tasks at once
-    (the number of tasks fixes the output shards; the executor kind and its workers do not)."""
-    params = cfg.model_dump(mode="json")
-    params["executor"] = {"tasks": cfg.executor.tasks}
-    return params
 
 
 def _build(source: str, cfg, raw: Path, output: Path) -> list:
@@ -53,7 +45,7 @@ def run_ingest(cfg, inputs: dict[str, Path], output: Path) -> dict:
     if type(cfg) not in SOURCES:
         raise TypeError(f"run_ingest needs a Web/Books/CodeIngestConfig section, got {type(cfg).__name__}")
     source, raw, output = SOURCES[type(cfg)], Path(inputs["raw"]), Path(output)
-    with resumable_dir(output, stage_key(f"ingest@{source}", resume_params(cfg), {"raw": raw})) as staging:
+    with resumable_dir(output, stage_key(f"ingest@{source}", datatrove_params(cfg), {"raw": raw})) as staging:
         pipeline = _build(source, cfg, raw, staging)
         log.info("ingest %s: reading %s with %s executor, %d tasks", source, raw, cfg.executor.kind, cfg.executor.tasks)
         run_executor(cfg.executor, pipeline, staging / "logs", f"ingest-{source}")
