@@ -185,7 +185,8 @@ def test_a_code_change_retrains_from_step_0(crashed_and_rerun):
     project = crashed_and_rerun[0]
     with open(project / "models" / "llama.py", "a") as f:
         f.write("\n# an edit to the model code\n")
-    res = subprocess.run([sys.executable, "-m", "dvc", "repro", "train"], cwd=project, env=crashed_and_rerun[4],
+    env = {**crashed_and_rerun[4], "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # torchrun
+    res = subprocess.run([sys.executable, "-m", "dvc", "repro", "train"], cwd=project, env=env,
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     train = json.loads((project / "metrics" / "train.json").read_text())
