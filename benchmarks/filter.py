@@ -1,6 +1,7 @@
 """Filter stage throughput, one process (= per core): ours vs datatrove's defaults, side by side.
 
     python benchmarks/filter.py [--input data/dedup] [--web 300] [--books 4] [--code 100]
+    python benchmarks/filter.py --generalisation [--work DIR]   # issue 13: benchmarks/filter_generalisation.py
 
 Rows: the web heuristics (Gopher quality + repetition, C4, FineWeb) with our regex word splitting vs
 datatrove's default spaCy tokenizer; the book heuristics judged on the first 100k characters vs the whole
@@ -51,7 +52,16 @@ def main() -> None:
     p.add_argument("--web", type=int, default=300)
     p.add_argument("--books", type=int, default=4)
     p.add_argument("--code", type=int, default=100)
+    p.add_argument("--generalisation", action="store_true",
+                   help="measure the quality classifier on data it was not tuned on (filter_generalisation.py)")
+    p.add_argument("--work", type=Path, help="--generalisation: folder for its inputs/outputs (reused: pages cached)")
+    p.add_argument("--tune-only", action="store_true", help="--generalisation: run the tune part only (while tuning)")
     a = p.parse_args()
+    if a.generalisation:
+        from filter_generalisation import generalisation
+
+        generalisation(a.shared_data, a.work, a.tune_only)
+        return
 
     tmp = Path(tempfile.mkdtemp(prefix="filter_bench_"))
     if a.input is None:
@@ -88,11 +98,11 @@ def main() -> None:
     from tasks.filter import classifier as clf
 
     c = ClassifierConfig(epoch=3)
-    labelled = clf.label_documents([r for r in rows], [], c.model_copy(update={"negative_sources": ["web:other"]}))
+    labelled = clf.label_documents([(r["id"], r["text"]) for r in by["books"]], by["web"], [], c)
     model_path = tmp / "model.bin"
     clf.train(labelled, c, model_path)
     scored = by["web"] + by["books"] + by["code"]
-    ours = clf.QualityScorer(str(model_path), c.chunk_words, c.max_chunks_per_doc, {})
+    ours = clf.QualityScorer(clf.FoldModels([str(model_path)], c.seed, c.chunk_words, c.max_chunks_per_doc), {})
     base = FastTextClassifierFilter(str(model_path), keep_labels=("hq", 0.5), newline_replacement=" ")
     ours.filter_batch(_docs(scored[:2])), base.filter(_docs(scored[:1])[0])  # load models
     docs = _docs(scored)

@@ -28,10 +28,11 @@ def run_locked(root: Path, args) -> int:
     from prefect import tags
 
     from flows.pipeline import pipeline
-    from tasks.config import ConfigError, load_config
+    from tasks.config import ConfigError, ensure_library_checks, load_config
 
     try:
         cfg = load_config(root / "params.yaml")
+        ensure_library_checks(cfg, root)  # before any stage: the stages' own checks then find it done
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

@@ -34,8 +34,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.dag import StageNode, commit_stage, load_dag, remove_outs, reorder_lock, stage_changed
 from flows.recovery import crash_abandoned_runs, mark_this_process
-from tasks.config import load_config
+from tasks.config import ConfigError, load_config
 from tasks.lock import ProjectBusy, held_descriptors, project_lock
+from tasks.redact import redact
 from tasks.stages import STAGES, metrics_path, section_name
 from tasks.tracking import FLOW_ENV, PARENT_ENV, close_dead_runs, log_finished_stage, process_tags
 
@@ -117,6 +118,7 @@ def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False
             # A progress bar redraws with \r: log only its latest state (tqdm's TQDM_MININTERVAL paces the rest).
             for line in (segment.rsplit("\r", 1)[-1] for segment in raw.split("\n")):
                 if line.strip():
+                    line = redact(line)  # what a stage prints outside logging (tracebacks, tools) is masked too
                     tail.append(line)
                     logger.info("%s | %s", node.name, line)
         rc = proc.wait()
@@ -221,6 +223,9 @@ def run_pipeline(root_path: Path, cfg, force: bool) -> dict:
     logger = get_run_logger()
     t0 = time.time()
     nodes = load_dag(root_path)
+    if unknown := sorted(set(cfg.flow.retries) - {n.family for n in nodes}):  # a typo would mean no retries
+        raise ConfigError(f"flow.retries names stage(s) {unknown} that dvc.yaml does not have; stages: "
+                          f"{', '.join(sorted({n.family for n in nodes}))}")
     flow_key = str(flow_run.id)
     _tracking[flow_key] = Tracking(root_path, cfg)
     _slots[flow_key] = threading.BoundedSemaphore(cfg.flow.max_parallel_stages)

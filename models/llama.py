@@ -7,6 +7,10 @@ tied embeddings, no biases. Parameter names follow torchtitan (`layers.{i}.atten
 `forward(idx)` returns logits (B, T, V); `forward(idx, targets)` returns `(logits, loss)` where `loss` is
 the mean cross-entropy over targets != -1 (or the per-token losses (B, T) with `reduction="none"`, which
 bits-per-byte needs). Logits come back in float32 when computed with a loss.
+
+Document masking: `forward(..., doc_ids=document_ids(idx, eot_id))` lets a position attend only to earlier
+positions of its own document in a packed window (RoPE is relative, so a document then gets the same
+outputs wherever it sits in the window). Without `doc_ids` attention is plain causal.
 """
 from __future__ import annotations
 
@@ -78,6 +82,20 @@ def rope_cache(seq_len: int, head_dim: int, theta: float, device=None) -> tuple[
     return emb.cos(), emb.sin()
 
 
+def document_ids(idx: torch.Tensor, eot_id: int) -> torch.Tensor:
+    """(B, T) index of the document each position belongs to. Documents are packed as `EOT doc EOT doc ...`
+    (the shard stage puts the end-of-text token before every document), so each EOT starts a new one."""
+    return (idx == eot_id).cumsum(dim=1)
+
+
+def document_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) boolean SDPA mask, True = may attend: causal and within the same document."""
+    T = doc_ids.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()  # (T, T)
+    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]  # (B, T, T)
+    return (same_doc & causal).unsqueeze(1)  # every row keeps its diagonal, so no row is fully masked
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -97,7 +115,8 @@ class Attention(nn.Module):
         self.wv = nn.Linear(cfg.d_model, cfg.n_kv_head * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
         k = self.wk(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
@@ -108,7 +127,10 @@ class Attention(nn.Module):
             rep = self.n_head // self.n_kv_head
             k = k.repeat_interleave(rep, dim=1)  # (B, nh, T, hd)
             v = v.repeat_interleave(rep, dim=1)  # (B, nh, T, hd)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hd)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hd)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # mask (B, 1, T, T) broadcast over heads
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, d)
         return self.wo(y)
 
@@ -132,8 +154,9 @@ class Block(nn.Module):
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.feed_forward = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cos, sin, mask)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -170,14 +193,16 @@ class Llama(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean",
+                doc_ids: torch.Tensor | None = None):
         B, T = idx.shape
         if T > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, hd)
+        mask = None if doc_ids is None else document_causal_mask(doc_ids)  # (B, 1, T, T)
         h = self.tok_embeddings(idx)  # (B, T, d)
         for layer in self.layers:
-            h = layer(h, cos, sin)
+            h = layer(h, cos, sin, mask)
         h = self.norm(h)
         logits = self.output(h) if self.output is not None else F.linear(h, self.tok_embeddings.weight)  # (B, T, V)
         if targets is None:

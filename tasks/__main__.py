@@ -18,8 +18,9 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+from tasks import redact
 from tasks.atomic import atomic_write_json
-from tasks.config import ConfigError, PipelineConfig, load_config, read_yaml
+from tasks.config import ConfigError, PipelineConfig, ensure_library_checks, load_config, read_yaml
 from tasks.lock import ProjectBusy, project_lock, project_root
 from tasks.stages import COMMANDS, STAGES, load_target, metrics_path
 from tasks.tracking import FLOW_ENV, flatten, is_rank_zero, log_artifact, log_metrics, stage_run
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=os.environ.get("TINYFOUNDRY_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    redact.install()  # credentials in URIs and env_command never reach a log line or a traceback
     if argv and argv[0] in COMMANDS:
         return load_target(COMMANDS[argv[0]])(argv[1:]) or 0
     if argv[:1] == ["evaluate"] and any(a == "--model" or a.startswith("--model=") for a in argv[1:]):
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         cfg = load_config(args.params, args.profile)
+        # values checked against the code that consumes them; a stage skips this when the same config passed
+        ensure_library_checks(cfg, Path(args.params).resolve().parent, force=args.stage == "validate")
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

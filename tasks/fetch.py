@@ -16,6 +16,7 @@ import subprocess
 import sysconfig
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from tasks.atomic import atomic_dir
 from tasks.config.fetch import SourceFetchConfig
 from tasks.hashing import file_sha256
+from tasks.redact import redact
 
 log = logging.getLogger("tinyfoundry.fetch")
 SHARED_HINT = (
@@ -30,6 +32,11 @@ SHARED_HINT = (
     "eval files). Provide that folder, point this key at your own files, or set TINYFOUNDRY_MIRROR to a folder "
     "holding files of the same names."
 )
+
+
+REJECT_WHY = {"symlink": "links are not followed out of a fetched tree",
+              "not_regular_file": "fifos, sockets and devices are not data",
+              "unreadable": "permission denied or I/O error"}
 
 
 class FetchError(RuntimeError):
@@ -53,25 +60,77 @@ def excluded(rel: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel + "/", p) for p in patterns)
 
 
-def copy_tree(src: Path, dest: Path, patterns: list[str]) -> tuple[int, int]:
-    """Copy a directory, skipping excluded paths (pruned at directory level). Returns (files, bytes)."""
-    files = size = 0
-    for dirpath, dirnames, filenames in os.walk(src):
-        rel_dir = Path(dirpath).relative_to(src).as_posix()
+@dataclass
+class Copied:
+    """What `copy_tree` copied, and what it refused: reason → paths relative to the copied tree."""
+
+    files: int = 0
+    bytes: int = 0
+    rejects: dict[str, list[str]] = field(default_factory=dict)
+
+    def reject(self, rel: str, reason: str, detail: str = "") -> None:
+        self.rejects.setdefault(reason, []).append(f"{rel} ({detail})" if detail else rel)
+
+
+def copy_tree(src: Path, dest: Path, patterns: list[str]) -> Copied:
+    """Copy a directory, skipping excluded paths (pruned at directory level).
+
+    Only regular files inside the tree are copied. A symlink (to a file or a directory, inside the tree or out of
+    it) is never followed: a repository's `setup.py -> ~/.aws/credentials` must not put that file in the corpus.
+    Symlinks, other non-regular files and unreadable paths are rejects with a reason, counted and logged."""
+    out = Copied()
+
+    def unreadable(err: OSError) -> None:  # os.walk's report of a directory it cannot list
+        rel = Path(err.filename).relative_to(src).as_posix() if err.filename else "?"
+        out.reject(rel, "unreadable", err.strerror or type(err).__name__)
+
+    for dirpath, dirnames, filenames in os.walk(src, onerror=unreadable):  # followlinks=False: links are not entered
+        here = Path(dirpath)
+        rel_dir = here.relative_to(src).as_posix()
         rel_dir = "" if rel_dir == "." else rel_dir + "/"
-        dirnames[:] = sorted(d for d in dirnames if not excluded(rel_dir + d + "/", patterns)
-                             and not excluded(rel_dir + d, patterns))
+        kept = []
+        for d in sorted(dirnames):
+            if excluded(rel_dir + d + "/", patterns) or excluded(rel_dir + d, patterns):
+                continue
+            if (here / d).is_symlink():
+                out.reject(rel_dir + d, "symlink", f"-> {os.readlink(here / d)}")
+            else:
+                kept.append(d)
+        dirnames[:] = kept
         for name in sorted(filenames):
-            rel = rel_dir + name
-            source = Path(dirpath) / name
-            if excluded(rel, patterns) or source.is_symlink() or not source.is_file():
+            rel, source = rel_dir + name, here / name
+            if excluded(rel, patterns):
+                continue
+            if source.is_symlink():
+                out.reject(rel, "symlink", f"-> {os.readlink(source)}")
+                continue
+            if not source.is_file():
+                out.reject(rel, "not_regular_file")
                 continue
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-            files += 1
-            size += target.stat().st_size
-    return files, size
+            try:
+                shutil.copyfile(source, target)
+            except OSError as e:
+                target.unlink(missing_ok=True)
+                out.reject(rel, "unreadable", e.strerror or type(e).__name__)
+                continue
+            out.files += 1
+            out.bytes += target.stat().st_size
+    return out
+
+
+def add_copied(stats: dict, copied: Copied, tree: str) -> None:
+    """Fold one tree's copy into the stage stats; log each kind of reject with a few examples."""
+    stats["files"] += copied.files
+    stats["bytes"] += copied.bytes
+    rejects = stats.setdefault("rejects", {})
+    examples = stats.setdefault("rejected_paths", [])
+    for reason, paths in sorted(copied.rejects.items()):
+        rejects[reason] = rejects.get(reason, 0) + len(paths)
+        examples += [{"path": f"{tree}/{p}", "reason": reason} for p in paths[:max(0, 100 - len(examples))]]
+        log.warning("%s: skipped %d %s path(s) (%s), e.g. %s", tree, len(paths), reason, REJECT_WHY[reason],
+                    ", ".join(paths[:3]))
 
 
 def place_file(src: Path, dest_dir: Path) -> int:
@@ -99,33 +158,38 @@ def download(url: str, dest_dir: Path, cfg: SourceFetchConfig, stats: dict) -> N
     except OSError as e:
         tmp.unlink(missing_ok=True)
         where = f" (and not in the mirror {mirror})" if mirror else " (no offline mirror set: TINYFOUNDRY_MIRROR)"
-        raise FetchError(f"could not download {url}{where}: {e}") from e
+        raise FetchError(f"could not download {redact(url)}{where}: {redact(str(e))}") from e
     os.replace(tmp, dest_dir / name)
     stats["bytes"] += (dest_dir / name).stat().st_size
     stats["downloaded"] += 1
 
 
 def clone(url: str, dest_dir: Path, cfg: SourceFetchConfig, stats: dict) -> None:
+    """Shallow clone into a scratch folder, then copy_tree into place: the same exclusions, and the repository's
+    symlinks are rejects (git checks them out as links that could point anywhere)."""
     name = Path(urllib.parse.urlparse(url).path).name.removesuffix(".git") or "repo"
     mirror = mirror_dir(cfg)
     if mirror and (mirror / name).is_dir():
-        files, size = copy_tree(mirror / name, dest_dir / name, [".git/**", *cfg.exclude])
-        stats.update(files=stats["files"] + files, bytes=stats["bytes"] + size, from_mirror=stats["from_mirror"] + 1)
+        add_copied(stats, copy_tree(mirror / name, dest_dir / name, [".git/**", *cfg.exclude]), name)
+        stats["from_mirror"] += 1
         return
-    result = subprocess.run(["git", "clone", "--depth", "1", "--quiet", url, str(dest_dir / name)],
-                            capture_output=True, text=True, timeout=max(cfg.timeout_s, 300))
-    if result.returncode != 0:
-        raise FetchError(f"git clone of {url} failed: {result.stderr.strip()}")
-    commit = subprocess.run(["git", "-C", str(dest_dir / name), "rev-parse", "HEAD"], capture_output=True, text=True)
-    stats.setdefault("commits", {})[name] = commit.stdout.strip()
-    shutil.rmtree(dest_dir / name / ".git")  # the commit is recorded; history is not data
-    cloned = [p for p in (dest_dir / name).rglob("*") if p.is_file()]
-    stats.update(files=stats["files"] + len(cloned), bytes=stats["bytes"] + sum(p.stat().st_size for p in cloned),
-                 downloaded=stats["downloaded"] + 1)
+    scratch = dest_dir / f".clone-{name}"
+    try:
+        result = subprocess.run(["git", "clone", "--depth", "1", "--quiet", url, str(scratch)],
+                                capture_output=True, text=True, timeout=max(cfg.timeout_s, 300))
+        if result.returncode != 0:
+            raise FetchError(f"git clone of {redact(url)} failed: {redact(result.stderr.strip())}")
+        commit = subprocess.run(["git", "-C", str(scratch), "rev-parse", "HEAD"], capture_output=True, text=True)
+        stats.setdefault("commits", {})[name] = commit.stdout.strip()  # the commit is recorded; history is not data
+        add_copied(stats, copy_tree(scratch, dest_dir / name, [".git/**", *cfg.exclude]), name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    stats["downloaded"] += 1
 
 
 def run_fetch(cfg: SourceFetchConfig, inputs: dict[str, Path], output: Path) -> dict:
-    stats = {"uris": len(cfg.uris), "files": 0, "bytes": 0, "downloaded": 0, "from_mirror": 0}
+    stats = {"uris": len(cfg.uris), "files": 0, "bytes": 0, "downloaded": 0, "from_mirror": 0, "rejects": {},
+             "rejected_paths": []}
     with atomic_dir(output, resume=False) as stage:
         for uri in tqdm(cfg.uris, desc=f"fetch {output.name}", unit="uri", disable=len(cfg.uris) < 2):
             raw = expand(uri)
@@ -138,10 +202,9 @@ def run_fetch(cfg: SourceFetchConfig, inputs: dict[str, Path], output: Path) -> 
             elif Path(raw).is_dir():
                 whole_stdlib = uri.rstrip("/") == "{stdlib}"
                 name = f"python{sysconfig.get_python_version()}-stdlib" if whole_stdlib else Path(raw).resolve().name
-                files, size = copy_tree(Path(raw), stage / name, cfg.exclude)
-                stats["files"] += files
-                stats["bytes"] += size
-                log.info("copied %d files (%.1f MB) from %s", files, size / 1e6, raw)
+                copied = copy_tree(Path(raw), stage / name, cfg.exclude)
+                add_copied(stats, copied, name)
+                log.info("copied %d files (%.1f MB) from %s", copied.files, copied.bytes / 1e6, raw)
             else:
                 matches = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
                 if not matches:

@@ -21,7 +21,7 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {
-    "fetch": Stage("tasks.fetch:run_fetch", "fetch.{source}", ("web", "books", "code", "eval")),
+    "fetch": Stage("tasks.fetch:run_fetch", "fetch.{source}", ("web", "books", "code", "eval", "reference")),
     "ingest": Stage("tasks.ingest:run_ingest", "ingest.{source}", ("web", "books", "code")),
     "dedup": Stage("tasks.dedup:run_dedup", "dedup"),
     "filter": Stage("tasks.filter:run_filter", "filter"),

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from tasks.redact import redact
+
 PARENT_ENV = "TINYFOUNDRY_PARENT_RUN_ID"
 FLOW_ENV = "TINYFOUNDRY_FLOW_RUN"
 """Set by the flow for stage processes: stages without live tracking leave their MLflow run to the flow."""
@@ -109,7 +111,8 @@ def numeric(d: dict) -> dict[str, float]:
 
 
 def param_strings(d: dict) -> dict[str, str]:
-    return {mlflow_key(k): str(v)[:500] for k, v in flatten(d).items()}
+    """MLflow params: every value as text, credentials masked (URIs with passwords, `HF_TOKEN=` in env_command)."""
+    return {mlflow_key(k): redact(str(v))[:500] for k, v in flatten(d).items()}
 
 
 class BackgroundRun:
@@ -155,6 +158,9 @@ class BackgroundRun:
         now = int(time.time() * 1000)
         self._call(lambda: self.client.log_batch(self.run_id, metrics=[self._metric(k, v, now, step or 0)
                                                                       for k, v in values.items()]))
+
+    def set_tags(self, tags: dict) -> None:
+        self._call(lambda: [self.client.set_tag(self.run_id, mlflow_key(k), str(v)[:5000]) for k, v in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None) -> None:
         def upload():
@@ -218,6 +224,25 @@ def log_metrics(metrics: dict, step: int | None = None) -> None:
 
     if mlflow.active_run() is not None:
         mlflow.log_metrics(numeric(metrics), step=step)
+
+
+def set_tags(tags: dict) -> None:
+    """Queue tags on the stage's run (rank 0, a run active), e.g. the lineage of a training run's weights."""
+    if not is_rank_zero():
+        return
+    if _current is not None:
+        _current.set_tags(tags)
+        return
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.set_tags({mlflow_key(k): str(v) for k, v in tags.items()})
+
+
+def flush_current() -> None:
+    """Wait until the stage's run has done what was queued, its start included (which sets MLflow's tracking URI)."""
+    if _current is not None:
+        _current.flush()
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:

@@ -113,7 +113,8 @@ def test_stage_commands_call_the_one_cli_with_declared_inputs_and_outputs(name):
 
 
 # Modules every stage process loads for the CLI and tracking; they do not change what a stage computes.
-ORCHESTRATION = ("tasks/__init__.py", "tasks/__main__.py", "tasks/stages.py", "tasks/tracking.py", "tasks/config/")
+ORCHESTRATION = ("tasks/__init__.py", "tasks/__main__.py", "tasks/stages.py", "tasks/tracking.py", "tasks/redact.py",
+                 "tasks/config/")
 
 
 @pytest.mark.parametrize("family", sorted(STAGES))

@@ -2,12 +2,13 @@
 in-memory index. Needs the Debian package `redis-server` (CI: `apt-get install -y redis-server`)."""
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
 
 import pytest
+
+from real_components import require_binary, require_module, unavailable
 
 from tasks.config.dedup import DedupConfig, RedisStorage
 from tasks.dedup import run_dedup
@@ -23,10 +24,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def redis_port(tmp_path):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (Debian: apt-get install -y redis-server; .ci/run installs it)")
-    redis = pytest.importorskip("redis")
+    binary = require_binary("redis-server", apt_package="redis-server")
+    redis = require_module("redis", "pip install redis (a datasketch[redis] dependency)")
     port = _free_port()
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -38,7 +37,7 @@ def redis_port(tmp_path):
                 break
             except redis.ConnectionError:
                 if proc.poll() is not None:
-                    pytest.skip(f"redis-server exited with code {proc.returncode} on port {port}")
+                    unavailable(f"redis-server exited with code {proc.returncode} on port {port}")
                 time.sleep(0.05)
         else:
             pytest.fail(f"redis-server did not answer on port {port} within 5 s")

@@ -134,6 +134,33 @@ def test_config_validation_names_the_problem():
 # ------------------------------------------------------------------------------------------ model based
 
 
+def test_a_missing_benchmark_file_fails_the_stage_before_any_work(tmp_path, shared_data):
+    from tasks.evaluate import run_evaluate
+    from tasks.evaluate.benchmarks import TaskFailed
+
+    cfg = EvaluateConfig(tasks=[BenchmarkTask(name="piqa", data="piqa_valid.jsonl", labels="piqa_valid-labels.lst"),
+                                BenchmarkTask(name="arc_easy", data="ARC-Easy-Test.jsonl")], device="cpu")
+    with pytest.raises(TaskFailed, match=r"not found: arc_easy: .*ARC-Easy-Test.jsonl.*allow_task_errors"):
+        run_evaluate(cfg, {"model": tmp_path / "no-model-needed", "eval": shared_data / "eval"}, tmp_path / "eval")
+    assert not (tmp_path / "eval").exists()
+
+
+def test_a_task_that_errors_in_lm_eval_fails_unless_allowed(tmp_path, enc, shared_data):
+    """A file that exists but holds no usable rows errors inside lm-eval: the stage fails, or records a skip."""
+    from tasks.evaluate.benchmarks import TaskFailed, run_benchmarks
+    from tasks.evaluate.export import export_hf
+
+    export_hf(make_model_dir(tmp_path / "model", enc), tmp_path / "hf")
+    (tmp_path / "eval").mkdir()
+    _write_jsonl(tmp_path / "eval" / "arc.jsonl", ['{"no": "question"}'])
+    tasks = [BenchmarkTask(name="arc_easy", data="arc.jsonl")]
+    kwargs = dict(batch_size=4, device="cpu", dtype="float32", bootstrap_iters=0, seed=0)
+    with pytest.raises(TaskFailed, match="lm-eval task arc_easy failed: .*no usable arc_easy rows"):
+        run_benchmarks(tasks, tmp_path / "hf", tmp_path / "eval", **kwargs)
+    scores, info = run_benchmarks(tasks, tmp_path / "hf", tmp_path / "eval", allow_task_errors=True, **kwargs)
+    assert scores == {} and "no usable arc_easy rows" in info["arc_easy"]["skipped"]
+
+
 @pytest.fixture(scope="module")
 def enc(shared_data):
     return train_tiktoken(book_text(shared_data))
@@ -200,8 +227,8 @@ def test_evaluate_end_to_end_offline_on_piqa_and_openbookqa(tmp_path, enc, share
     cfg = EvaluateConfig(
         tasks=[BenchmarkTask(name="piqa", data="piqa_valid.jsonl", labels="piqa_valid-labels.lst", limit=8),
                BenchmarkTask(name="openbookqa", data="openbookqa_main_test.jsonl", limit=8),
-               BenchmarkTask(name="arc_easy", data="ARC-Easy-Test.jsonl")],  # not supplied: a logged skip
-        batch_size=8, device="cpu", bpb_tokens=2048, prompts=["It was a dark and stormy night", "def add(a, b):"],
+               BenchmarkTask(name="arc_easy", data="ARC-Easy-Test.jsonl")],  # not supplied: a recorded skip
+        allow_task_errors=True, batch_size=8, device="cpu", bpb_tokens=2048, prompts=["It was a dark and stormy night", "def add(a, b):"],
         max_new_tokens=8)
     out = tmp_path / "eval"
     stats = run_evaluate(cfg, {"model": model_dir, "eval": shared_data / "eval", "shards": val_docs}, out)

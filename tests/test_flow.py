@@ -150,6 +150,18 @@ def test_the_served_deployment_runs_this_project_on_the_cron_from_params(tmp_pat
     assert deployment.entrypoint.endswith("flows/pipeline.py:pipeline")
 
 
+def test_retries_for_a_stage_dvc_yaml_lacks_fail_before_any_stage(tmp_path, prefect_api):
+    from tasks.config import ConfigError
+
+    repo = make_repo(tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["flow"]["retries"] = {"flakey": 2}  # a typo would silently mean no retries
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=r"flow.retries names stage\(s\) \['flakey'\] that dvc.yaml does not have"):
+        run_flow(repo)
+    assert not (repo / "out").exists() and not (repo / "events.jsonl").exists()
+
+
 def test_flow_runs_of_the_project_left_running_by_dead_processes_are_marked_crashed(tmp_path, prefect_api):
     import socket
 
@@ -202,7 +214,7 @@ def test_a_served_run_skips_or_waits_while_the_project_is_busy_and_a_manual_run_
     from uuid import uuid4
 
     from tasks.lock import ProjectBusy
-    from tests.test_lock import hold
+    from tests.test_project_lock import hold
 
     repo = make_repo(tmp_path / "busy")
     params = yaml.safe_load((repo / "params.yaml").read_text())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from tests.project_copy import PROJECT_ROOT, client_env
+from tests.real_components import require_binary, require_module
 
 pytestmark = pytest.mark.slow
 
@@ -28,25 +28,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-b
                  "--disable-component-update", "--disable-sync", "--disable-quic"]
 
 
-def ensure_chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing (root only); skip with the reason otherwise."""
-    for path in (shutil.which("chromium"), "/usr/bin/chromium"):
-        if path and Path(path).exists():
-            return path
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("needs Debian chromium (`apt-get install -y chromium`), not installed and not root to install it")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        if res.returncode != 0:
-            pytest.skip(f"`{' '.join(cmd)}` failed: {res.stderr[-500:]}")
-    return "/usr/bin/chromium"
-
-
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs `pip install playwright` (test extra)")
-    executable = ensure_chromium()
+    """Debian's chromium (installed with apt-get when missing and root) driven by Playwright; skipped with the
+    reason when either is missing, failed under CI=true (tests/real_components.py)."""
+    sync_api = require_module("playwright.sync_api", "pip install playwright (test extra)")
+    executable = require_binary("chromium", apt_package="chromium", paths=("/usr/bin/chromium",), install=True)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
@@ -167,7 +154,7 @@ def test_tiny_pipeline_runs_every_stage_and_leaves_dvc_prefect_and_mlflow_consis
 
     project, urls, env, record, stdout = tiny_pipeline
     stages = dvc_stage_names(project)
-    assert record["failed"] == [] and sorted(record["ran"]) == sorted(stages) and len(stages) == 14
+    assert record["failed"] == [] and sorted(record["ran"]) == sorted(stages) and len(stages) == 15
     assert 0 <= record["overhead_fraction"] < 1 and record["tracking_errors"] == []
     assert "pipeline finished" in stdout
 

@@ -87,7 +87,8 @@ def registered_model(client, tmp_path, shared_data):
         mlflow.log_artifacts(str(model_dir), "model")
     version = _version(client, "sha-of-tiny", f"{run.info.artifact_uri}/model", run.info.run_id)
     client.set_registered_model_alias(NAME, "champion", str(version))
-    params = {"fetch": {s: {"uris": ["unused"]} for s in ("web", "books", "code", "eval")},
+    params = {"fetch": {**{s: {"uris": ["unused"]} for s in ("web", "books", "code", "reference")},
+                        "eval": {"uris": [str(shared_data / "eval" / "*.jsonl"), str(shared_data / "eval" / "*.lst")]}},
               "tracking": {"model_name": NAME}, "evaluate": {"max_new_tokens": 6}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return model_dir, tmp_path / "params.yaml"

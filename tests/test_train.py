@@ -126,7 +126,8 @@ def test_trains_on_real_books_and_writes_a_loadable_model(tmp_path, shared_data,
     assert ckpts == ["key.json", "step_000015", "step_000030"]
     again = train.run_train(cfg, {"shards": shards, "tokenizer": tok_dir}, tmp_path / "model2")
     assert again["resumed_from_step"] == 30 and again["final_val_loss"] == pytest.approx(stats["final_val_loss"])
-    other = train.run_train(tiny_cfg(tmp_path, max_steps=2, eval_every=1), {"shards": shards}, tmp_path / "m3")
+    other = train.run_train(tiny_cfg(tmp_path, max_steps=2, warmup_steps=1, eval_every=1), {"shards": shards},
+                            tmp_path / "m3")
     assert other["fingerprint"] != stats["fingerprint"] and other["resumed_from_step"] == 0
 
 
@@ -146,7 +147,7 @@ def test_params_yaml_train_section_is_valid_and_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"train.*min_lr .* must not exceed lr"):
         parse_config(data)
     data["train"] = {**read_yaml("params.yaml")["train"], "global_batch_tokens": 1000}
-    with pytest.raises(ConfigError, match="multiple of seq_len\\*micro_batch_size"):
+    with pytest.raises(ConfigError, match="train.global_batch_tokens .* multiple of seq_len × micro_batch_size"):
         parse_config(data)
     data["train"] = {**read_yaml("params.yaml")["train"], "nonfinite": "ignore"}
     with pytest.raises(ConfigError, match="train.nonfinite"):

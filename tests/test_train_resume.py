@@ -2,12 +2,8 @@
 uninterrupted run of the same seed: they must be equal, not merely close."""
 from __future__ import annotations
 
-import csv
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,10 +11,7 @@ import numpy as np
 import psutil
 import pytest
 
-from train_helpers import byte_tokens, write_shards
-
-ROOT = Path(__file__).resolve().parents[1]
-DRIVER = ROOT / "tests" / "train_driver.py"
+from train_helpers import byte_tokens, free_port, losses, torchrun, write_shards
 
 
 def spec(tmp_path: Path, name: str, shards: Path, sleep_s: float = 0.0) -> Path:
@@ -32,26 +25,6 @@ def spec(tmp_path: Path, name: str, shards: Path, sleep_s: float = 0.0) -> Path:
     path.write_text(json.dumps({"cfg": cfg, "shards": str(shards), "out": str(tmp_path / name / "model"),
                                 "sleep_s": sleep_s}))
     return path
-
-
-def torchrun(spec_file: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TINYFOUNDRY_LOG_LEVEL": "WARNING"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
-           f"--master-port={port}", "--master-addr=127.0.0.1", str(DRIVER), str(spec_file)]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def losses(model_dir: Path) -> list[tuple[int, str, str]]:
-    rows = csv.DictReader((model_dir / "train_curve.csv").open())
-    return [(int(r["step"]), r["train_loss"], r["val_loss"]) for r in rows]
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -1,7 +1,10 @@
 """params.yaml → one typed, validated `PipelineConfig`; each stage receives only its own section.
 
 Validation happens on load, before any work: unknown keys and bad values raise `ConfigError`
-with the dotted key, e.g. `mix.code_fraction must be less than 1, got 1.5`.
+with the dotted key, e.g. `mix.code_fraction must be less than 1, got 1.5`. Values that must agree
+across sections are checked on load too (checks.py); values checked against the code that consumes
+them (filter signatures, model presets, lm-eval tasks) by `ensure_library_checks`, which
+`python -m tasks validate`, every stage command and `flows run` call before any work.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from .base import ConfigError, Section, format_validation_error
+from .checks import cross_section_errors, ensure_library_checks
 from .dedup import DedupConfig
 from .evaluate import EvaluateConfig
 from .fetch import FetchConfig
@@ -75,9 +79,12 @@ def read_yaml(path: str | Path) -> dict:
 
 def parse_config(data: dict) -> PipelineConfig:
     try:
-        return PipelineConfig.model_validate(data)
+        cfg = PipelineConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e)) from None
+    if errors := cross_section_errors(cfg):
+        raise ConfigError("; ".join(errors))
+    return cfg
 
 
 def load_config(path: str | Path = DEFAULT_PARAMS, profile: str | Path | None = None) -> PipelineConfig:
@@ -87,4 +94,5 @@ def load_config(path: str | Path = DEFAULT_PARAMS, profile: str | Path | None = 
     return parse_config(data)
 
 
-__all__ = ["ConfigError", "PipelineConfig", "Section", "deep_merge", "load_config", "parse_config", "read_yaml"]
+__all__ = ["ConfigError", "PipelineConfig", "Section", "deep_merge", "ensure_library_checks", "load_config",
+           "parse_config", "read_yaml"]

@@ -8,6 +8,14 @@ class ConfigError(ValueError):
     """params.yaml (or a profile) holds a bad value or an unknown key; the message names the key."""
 
 
+class FieldProblem(ValueError):
+    """Raised by a section's model validator about one of its fields, so the error names `section.field`."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class Section(BaseModel):
     """A params.yaml section: unknown keys are errors, values are validated on load, never mutated."""
 
@@ -16,13 +24,18 @@ class Section(BaseModel):
 
 def _describe(error: dict, prefix: str) -> str:
     key = ".".join([prefix] * bool(prefix) + [str(p) for p in error["loc"]])
+    problem = error.get("ctx", {}).get("error")
+    if isinstance(problem, FieldProblem):
+        return f"{key + '.' if key else ''}{problem.field} {problem}"
     if error["type"] == "extra_forbidden":
         return f"{key} is not a known key (check its spelling and section)"
     if error["type"] == "missing":
         return f"{key} is required but missing"
     msg = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     msg = msg.replace("Input should be", "must be").replace("Input", "value")
-    return f"{key} {msg[:1].lower() + msg[1:]}, got {error.get('input')!r}"
+    got = error.get("input")
+    got = "" if isinstance(got, dict) else f", got {got!r}"  # a model validator's input is the whole section
+    return f"{key} {msg[:1].lower() + msg[1:]}{got}"
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:

@@ -5,11 +5,17 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import Section
+from .base import FieldProblem, Section
 
 # Benchmark file formats a local task can read (tasks/evaluate/benchmarks.py), each scored with the prompts of
 # the standard lm-eval task of the same name.
 FORMATS = ("piqa", "openbookqa", "lambada_openai", "hellaswag", "arc_easy", "arc_challenge", "winogrande")
+# metrics each format's standard task reports (its YAML's metric_list; tests/test_config.py checks them), and
+# which way each is better
+FORMAT_METRICS = {"piqa": ("acc", "acc_norm"), "openbookqa": ("acc", "acc_norm"), "lambada_openai": ("perplexity", "acc"),
+                  "hellaswag": ("acc", "acc_norm"), "arc_easy": ("acc", "acc_norm"), "arc_challenge": ("acc", "acc_norm"),
+                  "winogrande": ("acc",)}
+LOWER_IS_BETTER = {"perplexity", "bpb", "val_loss"}
 
 
 class BenchmarkTask(Section):
@@ -73,6 +79,9 @@ class EvaluateConfig(Section):
     champion_mode: Literal["max", "min"] = "max"
     """max: a higher champion_metric wins (accuracy); min: a lower one wins (bpb, loss)."""
     seed: int = 0
+    allow_task_errors: bool = False
+    """false: a benchmark task that cannot run (missing file, unreachable dataset, no usable rows) fails the stage;
+    true: it is recorded as skipped in results.json (with the error) and the other tasks still count."""
 
     @model_validator(mode="after")
     def _check(self):
@@ -88,6 +97,22 @@ class EvaluateConfig(Section):
         if head in ("bpb", "val_loss"):
             if metric not in self.sources:
                 raise ValueError(f"champion_metric {self.champion_metric!r} names a source not in sources {self.sources}")
+            known = head
         elif head not in names:
             raise ValueError(f"champion_metric {self.champion_metric!r} names a task not in tasks {names}")
+        elif (fmt := self._format_of(head)) is None:
+            known = None  # a standard lm-eval task: its metrics are only known once it ran
+        elif metric not in FORMAT_METRICS[fmt]:
+            raise FieldProblem("champion_metric", f"{self.champion_metric!r}: task {head} ({fmt}) reports "
+                                                  f"{', '.join(FORMAT_METRICS[fmt])}, not {metric}")
+        else:
+            known = metric
+        better = "min" if known in LOWER_IS_BETTER else "max"
+        if known is not None and self.champion_mode != better:  # the wrong way round crowns the worst model
+            raise FieldProblem("champion_mode", f"must be {better} for {self.champion_metric} "
+                                                f"({'lower' if better == 'min' else 'higher'} is better), "
+                                                f"got {self.champion_mode}")
         return self
+
+    def _format_of(self, task: str) -> str | None:
+        return next((t.resolved_format for t in self.tasks if t.name == task), None)

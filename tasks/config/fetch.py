@@ -5,7 +5,7 @@ from pydantic import Field, model_validator
 
 from .base import Section, inherit_default
 
-SOURCES = ("web", "books", "code", "eval")
+SOURCES = ("web", "books", "code", "eval", "reference")
 
 
 class SourceFetchConfig(Section):
@@ -24,6 +24,9 @@ class FetchConfig(Section):
     books: SourceFetchConfig
     code: SourceFetchConfig
     eval: SourceFetchConfig
+    reference: SourceFetchConfig
+    """Known-good human-written text: the quality classifier's positives (`.txt[.gz]` files, one document each,
+    or `.jsonl[.gz]` with a `text` field). Keep it apart from the web sample and from evaluation sets."""
 
     @model_validator(mode="before")
     @classmethod

@@ -1,14 +1,14 @@
-"""filter: datatrove heuristics per source plus a fastText quality classifier (DCLM-style)."""
+"""filter: datatrove heuristics per source plus a fastText quality classifier (DCLM-style: reference vs random web)."""
 from __future__ import annotations
 
 import inspect
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Section
+from .base import FieldProblem, Section
 from .executor import ExecutorConfig
+from .languages import unknown_languages
 
 # Heuristic name -> "module:Class" of the filter it builds; params are that class's keyword arguments.
 # Import paths stay strings so loading params.yaml never imports datatrove/spaCy.
@@ -22,7 +22,6 @@ HEURISTICS: dict[str, str] = {
 }
 PROSE_HEURISTICS = {"gopher_quality", "gopher_repetition", "c4", "fineweb_quality"}
 SOURCES = ("web", "books", "code")
-_SELECTOR = re.compile(r"^(web|books|code)(:(docs|other|rejected|random))?$")
 
 
 def heuristic_class(name: str):
@@ -35,33 +34,49 @@ def heuristic_class(name: str):
 class ClassifierConfig(Section):
     model_path: str | None = None
     """An existing fastText model file to score with instead of training one (its labels must include
-    `__label__hq`); null trains one from the sources below."""
+    `__label__<positive_label>`); null trains one on the reference corpus vs the negative source."""
     positive_label: str = "hq"
     """The model's label for high quality (`__label__<this>`); the score is its probability. A trained
     model uses `hq`/`lq`; DCLM's released model uses `hq`/`cc`."""
-    positive_sources: list[str] = ["books", "web:docs"]
-    """High-quality examples. A selector is `SOURCE` (documents of that source that passed the heuristics),
-    `SOURCE:docs` (kept pages whose domain is in `docs_domains`), or for raw pages (any other domain)
-    `SOURCE:other` (kept), `SOURCE:rejected` (dropped by the heuristics), `SOURCE:random` (a seeded
-    `random_fraction` of the kept ones). Documentation pages the heuristics drop get no label."""
-    negative_sources: list[str] = ["web:rejected", "web:random"]
-    """Low-quality examples, same selectors. A document matching both lists counts as negative."""
-    docs_domains: list[str] = ["docs.python.org", "www.postgresql.org", "postgresql.org", "www.debian.org",
-                               "debian.org"]
-    """Web domains whose pages are documentation text (`web:docs`)."""
-    random_fraction: float = Field(1.0, gt=0, le=1)
-    """Share of `SOURCE:other` pages drawn (seeded) for `SOURCE:random`."""
+    reference_text_key: str = Field("text", min_length=1)
+    """Positives are the documents of the reference corpus (`fetch.reference`): `.txt`/`.txt.gz` files are one
+    document each (a Project Gutenberg header and footer are cut), `.jsonl`/`.jsonl.gz` lines are one
+    document each with the text under this key."""
+    negative_source: Literal["web", "books", "code"] = "web"
+    """Negatives are a seeded random sample of this source's documents in the filter input."""
+    negative_pool: Literal["all", "kept"] = "all"
+    """Sample negatives from every document of the source (`all`: as crawled, heuristic rejects included, the
+    DCLM recipe's random crawl) or only from those that passed the heuristics (`kept`)."""
+    negative_fraction: float = Field(1.0, gt=0, le=1)
+    """Share of the pool drawn (seeded) as negatives."""
+    folds: int = Field(2, ge=1, le=10)
+    """Cross-fitting: the negatives are split into this many folds by id, and fold k's model is trained without
+    fold k's documents and scores them, so no page is scored by a model that trained on it (a memorised
+    training negative scores lower than an unseen page, which would bias the cuts). 1: one model for all."""
     chunk_words: int = Field(200, ge=10)
     """Documents are cut into chunks of this many words to train and score (books are far longer than a
     fastText example should be); a document's score is the mean over its chunks."""
     max_chunks_per_doc: int = Field(8, ge=1)
-    """At most this many chunks (evenly spaced) per document, so one long book cannot dominate."""
+    """At most this many chunks (evenly spaced) per scored or negative document."""
+    max_chunks_per_reference_doc: int = Field(64, ge=1)
+    """At most this many chunks (evenly spaced) per reference document for training: a reference corpus of a
+    few long books still gives a few thousand examples."""
     max_examples_per_class: int = Field(20000, ge=10)
     """Training chunks per class are capped (seeded sample) at this number."""
     balance: bool = True
     """Downsample the larger class's training chunks to the size of the smaller one."""
     heldout_fraction: float = Field(0.2, gt=0, lt=1)
-    """Share of labelled documents (split by a hash of id and seed: deterministic) held out for metrics."""
+    """Share of labelled documents (split by a hash of id and seed: deterministic) held out for validation."""
+    min_heldout_per_class: int = Field(5, ge=1)
+    """Validation needs at least this many held-out documents of each class; fewer: not validated."""
+    min_f1: float = Field(0.8, ge=0, le=1)
+    """The classifier drops documents only if its held-out F1 (reference = positive, score >= 0.5) reaches this."""
+    require_validated: bool = False
+    """true: a classifier that cannot be validated, or misses min_f1, stops the stage with an error; false: it
+    drops nothing (scores are still written) and the stage warns."""
+    max_drop_fraction: float = Field(0.5, ge=0, le=1)
+    """The stage fails if the classifier would drop more than this share of a source's documents that passed
+    the heuristics (a guard against silent loss; raise it to allow DCLM-style aggressive cuts)."""
     seed: int = 0
     """Seeds the split, the samples and fastText (trained with thread=1, the only deterministic setting)."""
     epoch: int = Field(25, ge=1)
@@ -76,21 +91,12 @@ class ClassifierConfig(Section):
     bucket: int = Field(200000, ge=1000)
     """fastText hash buckets for n-grams (model size grows with it)."""
 
-    @field_validator("positive_sources", "negative_sources")
+    @field_validator("positive_label")
     @classmethod
-    def _selectors(cls, v: list[str]) -> list[str]:
-        bad = [s for s in v if not _SELECTOR.match(s)]
-        if bad:
-            raise ValueError(f"unknown source selector(s) {bad}: use SOURCE or SOURCE:docs|other|rejected|random "
-                             f"with SOURCE in {SOURCES}")
+    def _label(cls, v: str) -> str:
+        if not v or any(c.isspace() for c in v):
+            raise ValueError("a fastText label is one word without spaces")
         return v
-
-    @model_validator(mode="after")
-    def _classes(self):
-        if self.model_path is None and (not self.positive_sources or not self.negative_sources):
-            raise ValueError("training a classifier needs both positive_sources and negative_sources "
-                             "(or set model_path to an existing model)")
-        return self
 
 
 class SourceFilterConfig(Section):
@@ -106,9 +112,10 @@ class SourceFilterConfig(Section):
     """Word splitting for the prose heuristics: `regex` (fast, whitespace/punctuation words, as Gopher's
     paper counts them) or `spacy` (datatrove's default: a blank spaCy English pipeline, ~7x slower here)."""
     min_quality_score: float = Field(0.0, ge=0, le=1)
-    """Documents whose classifier score is below this are dropped (0 keeps all)."""
+    """Absolute cut: documents whose classifier score is below this are dropped (0 keeps all)."""
     keep_top_fraction: float | None = Field(None, gt=0, le=1)
-    """Keep only this top share of the source's documents by score (applied with min_quality_score)."""
+    """Relative cut: keep this top share of the source's documents (those that passed the heuristics) by
+    score; with min_quality_score too, the higher of the two cuts applies. Null: no relative cut."""
 
     @field_validator("heuristics")
     @classmethod
@@ -120,6 +127,9 @@ class SourceFilterConfig(Section):
                 raise ValueError(f"heuristic {name!r} needs a mapping of keyword arguments, got {kwargs!r}")
             if "exclusion_writer" in kwargs:
                 raise ValueError(f"heuristic {name!r}: exclusion_writer is set by the stage, not in params")
+            codes = kwargs.get("languages") if name == "language" else None
+            if problem := unknown_languages([codes] if isinstance(codes, str) else codes or []):
+                raise FieldProblem("language.languages", problem)
         return v
 
 
@@ -129,11 +139,22 @@ class FilterConfig(Section):
     web: SourceFilterConfig = SourceFilterConfig(heuristics={
         "gopher_quality": {}, "gopher_repetition": {"dup_line_frac": 0.4},
         "c4": {"filter_no_terminal_punct": False, "filter_curly_bracket": False},
-        "fineweb_quality": {"line_punct_thr": 0.05, "char_duplicates_ratio": 0.1}}, min_quality_score=0.5)
+        "fineweb_quality": {"line_punct_thr": 0.05, "char_duplicates_ratio": 0.1}}, keep_top_fraction=0.9)
     books: SourceFilterConfig = SourceFilterConfig(heuristics={
         "language": {}, "gopher_repetition": {"dup_para_frac": None, "dup_line_frac": None}},
         heuristics_max_chars=100000)
     code: SourceFilterConfig = SourceFilterConfig(heuristics={"code": {}})
+
+    @model_validator(mode="after")
+    def _cuts_within_guard(self):
+        # a relative cut that certainly trips the drop guard is a contradiction in params: say so before any work
+        for source in SOURCES:
+            keep = getattr(self, source).keep_top_fraction
+            if keep is not None and 1 - keep > self.classifier.max_drop_fraction + 1e-9:
+                raise ValueError(f"{source}.keep_top_fraction {keep} drops {1 - keep:.0%} of the {source} documents "
+                                 f"that pass the heuristics, more than classifier.max_drop_fraction "
+                                 f"{self.classifier.max_drop_fraction} allows: raise max_drop_fraction too")
+        return self
 
     @model_validator(mode="after")
     def _prose_not_on_code(self):
@@ -143,12 +164,35 @@ class FilterConfig(Section):
                              "use the `code` heuristic")
         return self
 
-    def check_heuristic_kwargs(self) -> None:
-        """Every heuristic's keyword arguments exist on its filter class (imports datatrove: run at stage start)."""
+    def heuristic_errors(self) -> list[str]:
+        """Each heuristic's keyword arguments checked against its filter class's signature: unknown names and
+        values of the wrong type (imports datatrove; `python -m tasks validate` and stage starts run it)."""
+        from typing import get_type_hints
+
+        from pydantic import TypeAdapter, ValidationError
+
+        errors = []
         for source in SOURCES:
             for name, kwargs in getattr(self, source).heuristics.items():
-                params = inspect.signature(heuristic_class(name).__init__).parameters
+                cls = heuristic_class(name)
+                params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "exclusion_writer")]
+                key = f"filter.{source}.heuristics.{name}"
                 unknown = sorted(set(kwargs) - set(params))
                 if unknown:
-                    raise ValueError(f"filter.{source}.heuristics.{name}: unknown argument(s) {unknown}; "
-                                     f"{name} accepts {sorted(p for p in params if p not in ('self', 'exclusion_writer'))}")
+                    errors.append(f"{key}: unknown argument(s) {unknown}; {cls.__name__} accepts {sorted(params)}")
+                hints = get_type_hints(cls.__init__)
+                for arg, value in kwargs.items():
+                    if arg in hints and arg in params:
+                        try:
+                            TypeAdapter(hints[arg]).validate_python(value)
+                        except ValidationError:
+                            errors.append(f"{key}.{arg} must be {_type_name(hints[arg])}, got {value!r}")
+        return errors
+
+    def check_heuristic_kwargs(self) -> None:
+        if errors := self.heuristic_errors():
+            raise ValueError("; ".join(errors))
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

@@ -1,10 +1,13 @@
 """ingest: raw files of each source → clean documents (datatrove JSONL), rejects with reasons."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from .base import Section, inherit_default
 from .executor import ExecutorConfig
+from .languages import unknown_languages
 
 
 class WebIngestConfig(Section):
@@ -17,20 +20,34 @@ class WebIngestConfig(Section):
     """Documents with less extracted main text are dropped (`too_short`)."""
     url_blocklist: list[str] = []
     """Domains (and their subdomains) whose pages are dropped (`url_blocked`), e.g. `example.com`."""
+    extractor: Literal["resiliparse+trafilatura", "resiliparse", "trafilatura"] = "resiliparse+trafilatura"
+    """HTML → main text (tasks/ingest/extract.py; benchmarks/extraction.py measures each): `resiliparse` (Resiliparse
+    main content + boilerplate skip rules, ~7x less CPU than trafilatura), `trafilatura` (trafilatura 1.11, what
+    datatrove uses), or `resiliparse+trafilatura`: resiliparse, and trafilatura for the pages where resiliparse's
+    main text is under `fallback_below` of the page's visible words (its heuristics missed the article)."""
+    fallback_below: float = Field(0.1, ge=0, le=1)
+    """`resiliparse+trafilatura` only: share of the page's visible words below which trafilatura re-extracts it."""
     extract_timeout_s: float = Field(30.0, gt=0)
-    """Per-page trafilatura wall-clock limit (datatrove's extractor sandbox); slower pages are `extract_timeout`
-    rejects. Generous on purpose: the largest real page (python docs genindex-all, 1.7 MB) needs ~5 s of CPU, and
-    a page that times out only on a loaded machine would make outputs differ between runs."""
+    """Per-page extraction wall-clock limit (datatrove's extractor sandbox); slower pages are `extract_timeout`
+    rejects. Generous on purpose: the largest real page (python docs genindex-all, 1.7 MB) needs ~5 s of trafilatura
+    CPU, and a page that times out only on a loaded machine would make outputs differ between runs."""
     favour_precision: bool = True
-    """trafilatura `favor_precision`: less boilerplate, sometimes less text."""
+    """trafilatura `favor_precision` (where trafilatura runs): less boilerplate, sometimes less text."""
     no_fallback: bool = False
-    """trafilatura `no_fallback`: skip the readability/jusText fallbacks; measured 27% less CPU per page on the
-    docs WARCs for 4% less extracted text."""
+    """trafilatura `no_fallback` (where trafilatura runs): skip its readability/jusText fallbacks; measured 27% less
+    CPU per page on the docs WARCs for 4% less extracted text."""
     shard_records: bool = True
     """Tasks split the WARC records (`i % tasks`) instead of whole files: every task parses every file, but the
     trafilatura work is balanced (with file sharding the python-docs WARC alone kept one of 2 tasks busy 4x longer)."""
     max_record_bytes: int = Field(10_000_000, gt=0)
     """HTML payloads larger than this are dropped (`too_large`) before extraction."""
+
+    @field_validator("languages")
+    @classmethod
+    def _lid_codes(cls, v: list[str]) -> list[str]:
+        if problem := unknown_languages(v):
+            raise ValueError(problem)
+        return v
 
     @field_validator("url_blocklist")
     @classmethod
@@ -47,6 +64,10 @@ class BooksIngestConfig(Section):
     """Books (or parts) with less text after stripping the Gutenberg header/footer are dropped (`too_short`)."""
     split_chars: int = Field(0, ge=0)
     """Split books longer than this many characters into chapter-sized documents; 0 keeps whole books."""
+    max_book_bytes: int = Field(64_000_000, gt=0)
+    """Books larger than this, compressed on disk or once decompressed, are dropped (`too_large`) without being
+    decompressed further: a gzip bomb cannot exhaust memory. The largest Gutenberg texts (dictionaries) are a few
+    tens of MB."""
 
     @model_validator(mode="after")
     def _split(self):

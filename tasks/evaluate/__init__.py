@@ -49,7 +49,7 @@ def metric_value(stats: dict, metric: str) -> float | None:
 def run_evaluate(cfg: EvaluateConfig, inputs: dict[str, Path], output: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .benchmarks import run_benchmarks
+    from .benchmarks import TaskFailed, missing_local_files, run_benchmarks
     from .export import export_hf
     from .intrinsic import evaluate_bpb, generate
 
@@ -59,6 +59,9 @@ def run_evaluate(cfg: EvaluateConfig, inputs: dict[str, Path], output: Path) -> 
     eval_dir = Path(inputs["eval"]) if inputs.get("eval") else None
     val_dir = Path(inputs["shards"]) / "val_docs" if inputs.get("shards") else None
     device = resolve_device(cfg.device)
+    if (missing := missing_local_files(cfg.tasks, eval_dir)) and not cfg.allow_task_errors:
+        raise TaskFailed(f"benchmark files not found: {'; '.join(missing)}. Fix evaluate.tasks or fetch.eval, or "
+                         "set evaluate.allow_task_errors: true to record these tasks as skipped")
     torch.manual_seed(cfg.seed)
     sha = file_sha256(model_dir / "model.safetensors")
 
@@ -73,7 +76,8 @@ def run_evaluate(cfg: EvaluateConfig, inputs: dict[str, Path], output: Path) -> 
         export = export_hf(model_dir, out / "hf")
         lap("export")
         scores, task_info = run_benchmarks(cfg.tasks, out / "hf", eval_dir, batch_size=cfg.batch_size, device=device,
-                                           dtype=cfg.dtype, bootstrap_iters=cfg.bootstrap_iters, seed=cfg.seed)
+                                           dtype=cfg.dtype, bootstrap_iters=cfg.bootstrap_iters, seed=cfg.seed,
+                                           allow_task_errors=cfg.allow_task_errors)
         lap("benchmarks")
 
         model = AutoModelForCausalLM.from_pretrained(out / "hf", dtype=DTYPES[cfg.dtype]).to(device).eval()

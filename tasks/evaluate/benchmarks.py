@@ -46,6 +46,10 @@ STANDARD_YAML = {
 LOAD_STATS: dict[str, dict] = {}
 
 
+class TaskFailed(RuntimeError):
+    """A benchmark task could not run and `evaluate.allow_task_errors` is false: the stage fails."""
+
+
 class BadRow(ValueError):
     """A benchmark row that cannot be converted; it is skipped and counted under its message."""
 
@@ -197,6 +201,24 @@ def resolve_uri(ref: str, eval_dir: Path | None) -> str:
     return str((eval_dir / ref).resolve())
 
 
+def missing_local_files(tasks, eval_dir: Path | None) -> list[str]:
+    """`<task>: <path>` for every local benchmark file (data or labels) that does not exist (checked before any
+    scoring, so a typo fails the stage in seconds rather than after the export and the other tasks)."""
+    missing = []
+    for t in tasks:
+        for ref in (t.data, t.labels):
+            if ref is None or ("://" in ref and not ref.startswith("file://")):
+                continue
+            try:
+                path = Path(resolve_uri(ref, eval_dir).removeprefix("file://"))
+            except ValueError as e:
+                missing.append(f"{t.name}: {e}")
+                continue
+            if not path.is_file():
+                missing.append(f"{t.name}: {path}")
+    return missing
+
+
 def render_task_yaml(name: str, fmt: str, data: str, labels: str | None, limit: int | None) -> str:
     """A local task config: the standard task's YAML with the data source replaced."""
     import lm_eval.tasks
@@ -222,8 +244,10 @@ def _metrics(result: dict) -> dict:
 
 
 def run_benchmarks(tasks, hf_dir: Path, eval_dir: Path | None, *, batch_size: int, device: str, dtype: str,
-                   bootstrap_iters: int, seed: int) -> tuple[dict, dict]:
+                   bootstrap_iters: int, seed: int, allow_task_errors: bool = False) -> tuple[dict, dict]:
     """Zero-shot lm-eval over `tasks` (BenchmarkTask list) with the `hf` model on `hf_dir`.
+
+    A task that cannot run raises, unless `allow_task_errors`: then it is logged and recorded as skipped.
 
     Returns ({task: {acc, acc_stderr, acc_norm, ...}}, {task: {format, data, items, skipped, ...}}).
     """
@@ -246,7 +270,7 @@ def run_benchmarks(tasks, hf_dir: Path, eval_dir: Path | None, *, batch_size: in
             (Path(tmp) / f"{t.name}.yaml").write_text(render_task_yaml(t.name, t.resolved_format, data, labels, t.limit))
         # the thousands of built-in task YAMLs are indexed only when a standard task is asked for
         manager = TaskManager(include_path=tmp, include_defaults=bool(standard))
-        for t in tasks:  # one at a time: a task that cannot run is a logged skip, not the end of the stage
+        for t in tasks:  # one at a time, so an allowed failure costs only its own task
             limit = None if t.data is not None else t.limit  # local tasks cut their file in the loader
             log.info("lm-eval: %s zero-shot%s", t.name, f" (first {t.limit} items)" if t.limit else "")
             try:
@@ -254,6 +278,9 @@ def run_benchmarks(tasks, hf_dir: Path, eval_dir: Path | None, *, batch_size: in
                                       bootstrap_iters=bootstrap_iters, log_samples=False, random_seed=seed,
                                       numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
             except Exception as e:  # noqa: BLE001 - unreachable dataset, unreadable file, bad rows only, ...
+                if not allow_task_errors:
+                    raise TaskFailed(f"lm-eval task {t.name} failed: {type(e).__name__}: {e}. Fix it, or set "
+                                     "evaluate.allow_task_errors: true to record it as skipped") from e
                 info[t.name] = {"skipped": f"{type(e).__name__}: {e}"[:300]}
                 log.error("lm-eval task %s skipped: %s: %s", t.name, type(e).__name__, e)
                 continue

@@ -1,19 +1,23 @@
-"""The fastText quality classifier: DCLM's recipe (curated text vs raw crawl) on this pipeline's own data.
+"""The fastText quality classifier: DCLM's recipe (a reference corpus of good text vs a random web sample).
 
-Labels come from params selectors (`books`, `web:docs`, `web:rejected`, `web:random`, ...) applied to the
-heuristics pass's kept and rejected documents. Documents are split train/held-out by a hash of their id
-(deterministic, and no chunk of a held-out book leaks into training). Texts are lower-cased and split into
-word and punctuation tokens, then cut into `chunk_words`-token chunks (books are far longer than a useful
-fastText example); a document's score is the mean P(hq) of at most `max_chunks_per_doc` evenly spaced chunks.
+Positives are the documents of a reference corpus of known-good human-written text (`fetch.reference`);
+negatives are a seeded random sample of the web source itself. Nothing depends on the user's domains:
+the classifier learns how far a page is from the reference, measured against the crawl's typical page.
+Documents are split train/held-out by a hash of their id (deterministic; no chunk of a held-out document is
+trained on). Texts are lower-cased and split into word and punctuation tokens, then cut into
+`chunk_words`-token chunks; a document's score is the mean P(hq) of at most `max_chunks_per_doc` evenly
+spaced chunks. The held-out set validates the model before it may drop anything (`validation_verdict`).
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import logging
 import random
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 from datatrove.data import Document
@@ -26,6 +30,13 @@ log = logging.getLogger("tinyfoundry.filter")
 POSITIVE, NEGATIVE = "hq", "lq"
 MIN_TRAIN_TOKENS = 10
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+class Labelled(NamedTuple):
+    id: str
+    label: str
+    """POSITIVE (a reference document) or NEGATIVE (a sampled document of the negative source)."""
+    text: str
 
 
 def chunks(text: str, chunk_words: int, max_chunks: int) -> list[str]:
@@ -70,87 +81,140 @@ def score_texts(model, texts: list[str], chunk_words: int, max_chunks: int, labe
     return [round(float(s / c), 6) for s, c in zip(sums, counts)]
 
 
-def selector_matches(selector: str, doc: dict, rejected: bool, cfg: ClassifierConfig) -> bool:
-    """`SOURCE`: kept documents of the source. For web pages, `:docs` are kept pages of `docs_domains`;
-    `:other`, `:rejected` and `:random` are raw pages (any other domain) kept, dropped by the heuristics,
-    or a seeded `random_fraction` of the kept ones. Documentation pages the heuristics drop are no label."""
-    source, _, kind = selector.partition(":")
-    meta = doc["metadata"]
-    if meta.get("source") != source:
-        return False
-    is_docs = meta.get("domain", "") in cfg.docs_domains
-    if kind == "rejected":
-        return rejected and not is_docs
-    if rejected:
-        return False
-    if kind == "docs":
-        return is_docs
-    if kind == "other":
-        return not is_docs
-    if kind == "random":
-        return not is_docs and _unit(f"random:{cfg.seed}:{doc['id']}") < cfg.random_fraction
-    return True
-
-
 def _unit(key: str) -> float:
     """A deterministic number in [0, 1) from a string (for splits and samples)."""
     return int(hashlib.sha1(key.encode()).hexdigest()[:12], 16) / 16**12
 
 
-def label_documents(kept: Iterable[dict], rejected: Iterable[dict],
-                    cfg: ClassifierConfig) -> list[tuple[str, str, str, str]]:
-    """(id, label, selector, text) for every document a selector names, sorted by id; negative wins a tie."""
-    out = []
-    for docs, is_rejected in ((kept, False), (rejected, True)):
+def fold_of(doc_id: str, folds: int, seed: int) -> int:
+    """A document's cross-fitting fold: the model of fold k never trained on the documents of fold k."""
+    return min(int(_unit(f"fold:{seed}:{doc_id}") * folds), folds - 1)
+
+
+class FoldModels:
+    """The classifier: one fastText model per cross-fitting fold (or one given model). A document is scored by
+    its fold's model, so no page that was a training negative is scored by a model that saw it. Loads lazily
+    (datatrove pickles the steps that hold it)."""
+
+    def __init__(self, paths: list[str], seed: int, chunk_words: int, max_chunks: int, label: str = POSITIVE):
+        self.paths, self.seed, self.chunk_words, self.max_chunks, self.label = paths, seed, chunk_words, max_chunks, label
+        self._models = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_models": None}
+
+    def score(self, ids: list[str], texts: list[str]) -> list[float]:
+        if self._models is None:
+            self._models = [load_model(p) for p in self.paths]
+        folds = [fold_of(str(i), len(self.paths), self.seed) for i in ids]
+        out = [0.0] * len(texts)
+        for k, model in enumerate(self._models):
+            picked = [j for j, f in enumerate(folds) if f == k]
+            if picked:
+                scores = score_texts(model, [texts[j] for j in picked], self.chunk_words, self.max_chunks, self.label)
+                for j, score in zip(picked, scores):
+                    out[j] = score
+        return out
+
+
+def reference_documents(folder: Path, text_key: str = "text", skipped: dict | None = None) -> Iterator[tuple[str, str]]:
+    """(id, text) of every document of a fetched reference corpus: `.txt[.gz]` files are one document each (a
+    Project Gutenberg header/footer is cut, as the books ingest does), `.jsonl[.gz]` lines one each (`text_key`).
+    Unusable files and lines are counted in `skipped` by reason, never silently lost."""
+    from tasks.ingest.books import parse_book
+
+    skipped = {} if skipped is None else skipped
+
+    def skip(reason: str, where: Path) -> None:
+        skipped[reason] = skipped.get(reason, 0) + 1
+        log.warning("reference corpus: %s skipped (%s)", where, reason)
+
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        name = path.name.removesuffix(".gz")
+        opener = gzip.open if path.name.endswith(".gz") else open
+        try:
+            if name.endswith(".txt"):
+                with opener(path, "rb") as f:
+                    raw = f.read()
+                if b"*** START OF" in raw[:100000]:
+                    parsed = parse_book(raw)
+                    if isinstance(parsed, str):
+                        skip(f"gutenberg_{parsed}", path)
+                        continue
+                    text = parsed[1]
+                else:
+                    text = raw.decode("utf-8", errors="replace")
+                if text.strip():
+                    yield f"reference/{rel}", text.strip()
+                else:
+                    skip("empty_text", path)
+            elif name.endswith(".jsonl"):
+                with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+                    for i, line in enumerate(f):
+                        if not line.strip():
+                            continue
+                        try:
+                            text = json.loads(line).get(text_key)
+                        except (json.JSONDecodeError, AttributeError):
+                            skip("malformed_json", path)
+                            continue
+                        if isinstance(text, str) and text.strip():
+                            yield f"reference/{rel}#{i}", text.strip()
+                        else:
+                            skip(f"no_{text_key}", path)
+            else:
+                skip("unknown_format", path)
+        except (OSError, EOFError) as e:  # a damaged gzip file: keep what was read, count it
+            skip(f"damaged_file ({type(e).__name__})", path)
+
+
+def label_documents(reference: Iterable[tuple[str, str]], kept: Iterable[dict], rejected: Iterable[dict],
+                    cfg: ClassifierConfig) -> list[Labelled]:
+    """Positives: the reference documents. Negatives: a seeded `negative_fraction` sample of the negative
+    source's documents (heuristic rejects included when `negative_pool` is `all`). Sorted by id."""
+    out = [Labelled(i, POSITIVE, t) for i, t in reference]
+    pools = [kept, rejected] if cfg.negative_pool == "all" else [kept]
+    for docs in pools:
         for doc in docs:
-            for label, selectors in ((NEGATIVE, cfg.negative_sources), (POSITIVE, cfg.positive_sources)):
-                hit = next((s for s in selectors if selector_matches(s, doc, is_rejected, cfg)), None)
-                if hit:
-                    out.append((doc["id"], label, hit, doc["text"]))
-                    break
-    return sorted(out, key=lambda r: (r[0], r[1]))
+            if (doc["metadata"].get("source") == cfg.negative_source
+                    and _unit(f"negative:{cfg.seed}:{doc['id']}") < cfg.negative_fraction):
+                out.append(Labelled(str(doc["id"]), NEGATIVE, doc["text"]))
+    return sorted(out, key=lambda r: (r.id, r.label))
 
 
-def split(labelled: list[tuple[str, str, str, str]], cfg: ClassifierConfig):
-    heldout = [r for r in labelled if _unit(f"split:{cfg.seed}:{r[0]}") < cfg.heldout_fraction]
-    train = [r for r in labelled if _unit(f"split:{cfg.seed}:{r[0]}") >= cfg.heldout_fraction]
-    return train, heldout
+def split(labelled: list[Labelled], cfg: ClassifierConfig) -> tuple[list[Labelled], list[Labelled]]:
+    """(train, held-out), by a hash of the id and seed: the same documents on every run, whatever the order."""
+    held = [_unit(f"split:{cfg.seed}:{r.id}") < cfg.heldout_fraction for r in labelled]
+    return [r for r, h in zip(labelled, held) if not h], [r for r, h in zip(labelled, held) if h]
 
 
-def training_lines(train: list[tuple[str, str, str, str]], cfg: ClassifierConfig) -> tuple[list[str], dict[str, int]]:
-    """Labelled chunk lines. Each class is capped (and balanced against the other); within a class the
-    selectors take turns, so 30 books are not drowned by 1,500 documentation pages."""
+def training_lines(train: list[Labelled], cfg: ClassifierConfig) -> tuple[list[str], dict[str, int]]:
+    """Labelled chunk lines, each class capped at `max_examples_per_class` (and balanced against the other)."""
     rng = random.Random(cfg.seed)
-    groups: dict[str, dict[str, list[str]]] = {POSITIVE: {}, NEGATIVE: {}}
-    for _, label, selector, text in train:
-        groups[label].setdefault(selector, []).extend(  # a near-empty line can make fastText 0.9.2 hit NaN
-            f"__label__{label} {c}" for c in chunks(text, cfg.chunk_words, cfg.max_chunks_per_doc)
+    pools: dict[str, list[str]] = {POSITIVE: [], NEGATIVE: []}
+    for row in train:
+        limit = cfg.max_chunks_per_reference_doc if row.label == POSITIVE else cfg.max_chunks_per_doc
+        pools[row.label].extend(  # a near-empty line can make fastText 0.9.2 hit NaN
+            f"__label__{row.label} {c}" for c in chunks(row.text, cfg.chunk_words, limit)
             if c.count(" ") >= MIN_TRAIN_TOKENS - 1)
-    sizes = {label: sum(map(len, g.values())) for label, g in groups.items()}
+    sizes = {label: len(v) for label, v in pools.items()}
     cap = min(cfg.max_examples_per_class, *sizes.values()) if cfg.balance else cfg.max_examples_per_class
-    picked: dict[str, list[str]] = {}
-    for label, by_selector in groups.items():
-        pools = [rng.sample(v, len(v)) for _, v in sorted(by_selector.items())]
-        out: list[str] = []
-        while len(out) < min(cap, sizes[label]):  # round-robin over selectors until the cap
-            for pool in pools:
-                if pool and len(out) < cap:
-                    out.append(pool.pop())
-        picked[label] = out
+    picked = {label: rng.sample(v, min(cap, len(v))) for label, v in pools.items()}
     lines = picked[POSITIVE] + picked[NEGATIVE]
     rng.shuffle(lines)  # fastText reads its input in order each epoch
     return lines, {label: len(v) for label, v in picked.items()}
 
 
-def train(train_rows: list[tuple[str, str, str, str]], cfg: ClassifierConfig, model_path: Path) -> dict:
+def train(train_rows: list[Labelled], cfg: ClassifierConfig, model_path: Path) -> dict:
     """Train with thread=1, a fixed seed and in a fresh process (fastText is reproducible only so); save the model."""
-    from .fasttext_fit import fit_in_fresh_process
+    from . import fasttext_fit
 
     lines, counts = training_lines(train_rows, cfg)
     if min(counts.values()) == 0:
-        docs = {label: sum(r[1] == label for r in train_rows) for label in (POSITIVE, NEGATIVE)}
-        raise ValueError(f"classifier training needs both classes, got training documents {docs}: check "
-                         "filter.classifier.positive_sources / negative_sources against the input")
+        docs = {label: sum(r.label == label for r in train_rows) for label in (POSITIVE, NEGATIVE)}
+        raise ValueError(f"classifier training needs both classes, got training documents {docs} (hq: the reference "
+                         f"corpus, fetch.reference; lq: filter.classifier.negative_source)")
     data = model_path.with_suffix(".train.txt")
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     log.info("training the fastText quality classifier on %d chunks (%s)", len(lines), counts)
@@ -159,8 +223,9 @@ def train(train_rows: list[tuple[str, str, str, str]], cfg: ClassifierConfig, mo
     attempts = [(cfg.lr, cfg.min_count), (cfg.lr, 1), (cfg.lr / 2, 1), (cfg.lr / 4, 1)]
     for lr, min_count in attempts:
         try:
-            fit_in_fresh_process(str(data), str(model_path), epoch=cfg.epoch, lr=lr, wordNgrams=cfg.word_ngrams,
-                                 dim=cfg.dim, minCount=min_count, bucket=cfg.bucket, seed=cfg.seed)
+            fasttext_fit.fit_in_fresh_process(str(data), str(model_path), epoch=cfg.epoch, lr=lr,
+                                              wordNgrams=cfg.word_ngrams, dim=cfg.dim, minCount=min_count,
+                                              bucket=cfg.bucket, seed=cfg.seed)
             break
         except RuntimeError as e:
             if "NaN" not in str(e):
@@ -172,21 +237,36 @@ def train(train_rows: list[tuple[str, str, str, str]], cfg: ClassifierConfig, mo
     return {**{f"train_chunks_{k}": v for k, v in counts.items()}, "train_lr": lr, "train_min_count": min_count}
 
 
-def evaluate(model, heldout: list[tuple[str, str, str, str]], cfg: ClassifierConfig, label: str = POSITIVE) -> dict:
-    """Document-level precision/recall/F1 (hq = positive, score ≥ 0.5) and ROC-AUC on the held-out split."""
+def evaluate(models: FoldModels, heldout: list[Labelled]) -> tuple[dict, list[float]]:
+    """Document-level precision/recall/F1 (hq = positive, score >= 0.5) and ROC-AUC on the held-out split,
+    and the held-out scores (in `heldout` order). Metrics are absent when a class has no held-out document."""
     from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
-    y = np.array([r[1] == POSITIVE for r in heldout], dtype=bool)
-    if len(heldout) == 0 or y.all() or not y.any():
-        log.warning("held-out split has %d documents and not both classes: no classifier metrics", len(heldout))
-        return {"heldout_docs": len(heldout)}
-    s = np.array(score_texts(model, [r[3] for r in heldout], cfg.chunk_words, cfg.max_chunks_per_doc, label))
+    y = np.array([r.label == POSITIVE for r in heldout], dtype=bool)
+    counts = {"heldout_docs": len(heldout), "heldout_hq": int(y.sum()), "heldout_lq": int((~y).sum())}
+    if len(heldout) == 0:
+        return counts, []
+    s = np.array(models.score([r.id for r in heldout], [r.text for r in heldout]))
+    if y.all() or not y.any():
+        return counts, s.tolist()
     p, r, f1, _ = precision_recall_fscore_support(y, s >= 0.5, labels=[True, False], zero_division=0)
     return {"precision": round(float(p[0]), 4), "recall": round(float(r[0]), 4), "f1": round(float(f1[0]), 4),
-            "f1_lq": round(float(f1[1]), 4), "roc_auc": round(float(roc_auc_score(y, s)), 4),
-            "heldout_docs": len(heldout), "heldout_hq": int(y.sum()), "heldout_lq": int((~y).sum()),
-            "heldout_mean_score": {sel.replace(":", "_"): round(float(np.mean([x for x, r in zip(s, heldout) if r[2] == sel])), 4)
-                                   for sel in sorted({r[2] for r in heldout})}}
+            "f1_lq": round(float(f1[1]), 4), "roc_auc": round(float(roc_auc_score(y, s)), 4), **counts,
+            "heldout_mean_score_hq": round(float(s[y].mean()), 4),
+            "heldout_mean_score_lq": round(float(s[~y].mean()), 4)}, s.tolist()
+
+
+def validation_verdict(metrics: dict, cfg: ClassifierConfig) -> str | None:
+    """None when the classifier may drop documents; otherwise why not, in words."""
+    hq, lq = metrics.get("heldout_hq", 0), metrics.get("heldout_lq", 0)
+    if min(hq, lq) < cfg.min_heldout_per_class:
+        return (f"its held-out set has {hq} reference and {lq} {cfg.negative_source} documents, fewer than "
+                f"filter.classifier.min_heldout_per_class = {cfg.min_heldout_per_class} of each class, so it cannot "
+                f"be validated (add reference documents: fetch.reference, or raise heldout_fraction)")
+    if metrics["f1"] < cfg.min_f1:
+        return (f"its held-out F1 is {metrics['f1']:.3f}, below filter.classifier.min_f1 = {cfg.min_f1} (it cannot "
+                f"tell the reference corpus from the {cfg.negative_source} sample well enough to be trusted)")
+    return None
 
 
 class QualityScorer(BaseFilter):
@@ -195,20 +275,15 @@ class QualityScorer(BaseFilter):
     name = "🎯 Quality score"
     _requires_dependencies = [("fasttext", "fasttext-numpy2-wheel")]
 
-    def __init__(self, model_path: str, chunk_words: int, max_chunks: int, thresholds: dict[str, float],
-                 label: str = POSITIVE, exclusion_writer=None, batch_size: int = 64):
+    def __init__(self, models: FoldModels, thresholds: dict[str, float], exclusion_writer=None, batch_size: int = 64):
         super().__init__(exclusion_writer, batch_size=batch_size)
-        self.model_path, self.chunk_words, self.max_chunks = model_path, chunk_words, max_chunks
-        self.thresholds, self.label = thresholds, label
-        self._model = None
+        self.models, self.thresholds = models, thresholds
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         return self.filter_batch([doc])[0]
 
     def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
-        if self._model is None:
-            self._model = load_model(self.model_path)
-        scores = score_texts(self._model, [d.text for d in batch], self.chunk_words, self.max_chunks, self.label)
+        scores = self.models.score([d.id for d in batch], [d.text for d in batch])
         out = []
         for doc, score in zip(batch, scores):
             doc.metadata["quality_score"] = score

@@ -1,7 +1,8 @@
-"""run_filter: heuristics (datatrove) → train or load the quality classifier → score and threshold (datatrove).
+"""run_filter: heuristics (datatrove) → train, load and validate the quality classifier → per-source cuts and
+the drop guard → score and threshold (datatrove).
 
 Work happens in the atomic staging folder, so a crash resumes: datatrove skips ranks with completion
-markers, and the trained classifier is kept; only when the code, inputs and params are unchanged
+markers, and trained classifiers are kept; only when the code, inputs and params are unchanged
 (tasks/resume.py). Datatrove's gzip writer stamps the time, so pipelines write plain JSONL and the last step
 recompresses every shard with gzip mtime=0 (byte-identical outputs for identical inputs).
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.atomic import atomic_write_json
-from tasks.config.filter import SOURCES, FilterConfig
+from tasks.config.filter import SOURCES, ClassifierConfig, FilterConfig
 from tasks.docs import DOCS, REJECTS, doc_files, iter_docs, write_docs
 from tasks.executor import run_executor
 from tasks.resume import datatrove_params, resumable_dir, stage_key
@@ -28,6 +29,16 @@ from . import classifier as clf
 
 log = logging.getLogger("tinyfoundry.filter")
 MODEL_FILE = "quality_model.bin"
+FOLD_MODEL_FILE = "quality_model.fold{}.bin"
+LABELS_FILE = "quality_labels.jsonl.gz"
+
+
+class ClassifierNotValidated(RuntimeError):
+    """`filter.classifier.require_validated` is set and the classifier could not prove itself."""
+
+
+class DropGuardError(RuntimeError):
+    """The classifier would drop more of a source than `filter.classifier.max_drop_fraction` allows."""
 
 
 def _reshard(folder: Path, out: Path, shards: int) -> tuple[int, int]:
@@ -78,6 +89,90 @@ def _finalize(src: Path, dst: Path) -> None:
             write_docs(dst / f"{path.stem}.jsonl.gz", (json.loads(line) for line in f if line.strip()))
 
 
+def _classifier(c: ClassifierConfig, reference: Path | None, kept: list[dict], rejected: list[dict],
+                stage: Path) -> tuple[clf.FoldModels, dict, str | None]:
+    """Train one model per cross-fitting fold (or copy the given model) and validate on the held-out split.
+    Writes every labelled document's id, label, split and held-out score to LABELS_FILE.
+    Returns (models, stats, None or why the classifier may not drop anything)."""
+    skipped: dict[str, int] = {}
+    refs = list(clf.reference_documents(reference, c.reference_text_key, skipped)) if reference else []
+    labelled = clf.label_documents(refs, kept, rejected, c)
+    train_rows, heldout = clf.split(labelled, c)
+    stats: dict = {"trained": c.model_path is None, "reference_docs": len(refs), "reference_skipped": skipped,
+                   "labelled_docs": len(labelled), "train_docs_hq": sum(r.label == clf.POSITIVE for r in train_rows),
+                   "train_docs_lq": sum(r.label == clf.NEGATIVE for r in train_rows)}
+    log.info("filter: classifier labels: %d reference documents (positives), %d %s documents sampled as "
+             "negatives (pool: %s); %d held out", len(refs), len(labelled) - len(refs), c.negative_source,
+             c.negative_pool, len(heldout))
+    if c.model_path is None:
+        paths = [stage / (MODEL_FILE if c.folds == 1 else FOLD_MODEL_FILE.format(k)) for k in range(c.folds)]
+        for k, path in enumerate(paths):
+            if not path.exists():  # a resumed run keeps the models it already trained
+                rows = [r for r in train_rows if r.label == clf.POSITIVE or c.folds == 1
+                        or clf.fold_of(r.id, c.folds, c.seed) != k]
+                partial = path.with_name(f".{path.name}.partial")  # renamed once saved: never half a model
+                stats[f"fold{k}"] = clf.train(rows, c, partial)
+                os.replace(partial, path)
+    else:
+        paths = [stage / MODEL_FILE]
+        shutil.copyfile(c.model_path, paths[0])
+    models = clf.FoldModels([str(p) for p in paths], c.seed, c.chunk_words, c.max_chunks_per_doc, c.positive_label)
+    metrics, scores = clf.evaluate(models, heldout)
+    stats.update(metrics)
+    held_scores = dict(zip((r.id for r in heldout), scores))
+    write_docs(stage / LABELS_FILE, ({"id": r.id, "label": r.label, "split": "heldout" if r.id in held_scores else "train",
+                              **({"score": held_scores[r.id]} if r.id in held_scores else {})} for r in labelled))
+    verdict = clf.validation_verdict(metrics, c)
+    stats["validated"] = int(verdict is None)
+    if verdict is None:
+        log.info("filter: classifier validated on %d held-out documents: precision %.3f, recall %.3f, F1 %.3f "
+                 "(min_f1 %.2f), ROC-AUC %.3f", metrics["heldout_docs"], metrics["precision"], metrics["recall"],
+                 metrics["f1"], c.min_f1, metrics["roc_auc"])
+        return models, stats, None
+    stats["not_validated_because"] = verdict
+    if c.require_validated:
+        raise ClassifierNotValidated(f"filter: the quality classifier is not validated: {verdict}. "
+                                     "filter.classifier.require_validated is true, so the stage stops.")
+    log.warning("filter: the quality classifier is not validated: %s. It drops nothing: every document keeps its "
+                "score in metadata.quality_score. Set filter.classifier.require_validated: true to make this an "
+                "error.", verdict)
+    return models, stats, verdict
+
+
+def _cuts(cfg: FilterConfig, kept: list[dict], models: clf.FoldModels, verdict: str | None) -> dict[str, dict]:
+    """Each source's score cut, realised on its documents that passed the heuristics: `min_quality_score`,
+    raised to the score that keeps the top `keep_top_fraction`. An unvalidated classifier cuts nothing.
+    Raises DropGuardError when a cut would drop more than `max_drop_fraction` of a source."""
+    c = cfg.classifier
+    cuts = {}
+    for src in SOURCES:
+        scfg = getattr(cfg, src)
+        docs = [d for d in kept if d["metadata"].get("source") == src]
+        texts = [d["text"] for d in docs]
+        cut = {"threshold": 0.0, "docs": len(texts), "would_drop": 0, "drop_fraction": 0.0}
+        if texts and verdict is None and (scfg.min_quality_score > 0 or scfg.keep_top_fraction is not None):
+            scores = np.array(models.score([d["id"] for d in docs], texts))
+            thr = scfg.min_quality_score
+            if scfg.keep_top_fraction is not None:
+                thr = max(thr, float(np.quantile(scores, 1 - scfg.keep_top_fraction, method="higher")))
+            drop = int((scores < thr).sum())
+            cut.update(threshold=round(thr, 6), would_drop=drop, drop_fraction=round(drop / len(texts), 4))
+            rule = " and ".join([f"min_quality_score {scfg.min_quality_score}"] * (scfg.min_quality_score > 0)
+                                + [f"keep_top_fraction {scfg.keep_top_fraction}"] * (scfg.keep_top_fraction is not None))
+            log.info("filter: %s: score cut %.3g (filter.%s %s) drops %d of %d documents that passed the heuristics "
+                     "(%.1f%%)", src, thr, src, rule, drop, len(texts), 100 * drop / len(texts))
+            if drop / len(texts) > c.max_drop_fraction:
+                raise DropGuardError(
+                    f"filter: the quality classifier would drop {drop} of {len(texts)} {src} documents that passed the "
+                    f"heuristics ({drop / len(texts):.0%}), more than filter.classifier.max_drop_fraction = "
+                    f"{c.max_drop_fraction}. The cut is score {thr:.3g}, from filter.{src} {rule}. If so large a cut "
+                    f"is intended, raise filter.classifier.max_drop_fraction; otherwise relax filter.{src}."
+                    f"{'keep_top_fraction' if scfg.keep_top_fraction is not None else 'min_quality_score'} or check "
+                    "the reference corpus (fetch.reference).")
+        cuts[src] = cut
+    return cuts
+
+
 def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict:
     from datatrove.pipeline.readers import JsonlReader
 
@@ -86,7 +181,13 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
     cfg.check_heuristic_kwargs()
     source = Path(inputs["docs"])
     output = Path(output)
-    keyed_inputs = {"docs": source, **({"classifier": cfg.classifier.model_path} if cfg.classifier.model_path else {})}
+    reference = Path(inputs["reference"]) if inputs.get("reference") else None
+    if cfg.classifier.model_path is None and (reference is None or not reference.is_dir()):
+        raise ValueError("filter: training the quality classifier needs the reference corpus: --in reference=<folder> "
+                         "(dvc.yaml passes data/raw/reference, fetched from fetch.reference), or set "
+                         "filter.classifier.model_path to an existing model")
+    keyed_inputs = {"docs": source, **({"reference": reference} if reference else {}),
+                    **({"classifier": cfg.classifier.model_path} if cfg.classifier.model_path else {})}
     with resumable_dir(output, stage_key("filter", datatrove_params(cfg), keyed_inputs)) as stage:
         work = stage / "work"
         counts = work / "input_counts.json"
@@ -106,43 +207,19 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
         rejected = _read_jsonl(work / "rejects_heuristics")
         log.info("filter: heuristics kept %d, dropped %d documents", len(kept), len(rejected))
 
-        # 2. the quality classifier: trained on this data, or the model file params point at
-        c = cfg.classifier
-        model_path = stage / MODEL_FILE
-        labelled = clf.label_documents(kept, rejected, c)
-        train_rows, heldout = clf.split(labelled, c)
-        cls_stats: dict = {"trained": c.model_path is None, "labelled_docs": len(labelled)}
-        if c.model_path is None:
-            if not model_path.exists():  # a resumed run keeps the model it already trained
-                partial = model_path.with_name(f".{MODEL_FILE}.partial")  # renamed once saved: never half a model
-                cls_stats.update(clf.train(train_rows, c, partial))
-                os.replace(partial, model_path)
-        else:
-            shutil.copyfile(c.model_path, model_path)
-        model = clf.load_model(model_path)
-        cls_stats.update(clf.evaluate(model, heldout, c, c.positive_label))
-        log.info("filter: classifier on %d held-out documents: %s", cls_stats.get("heldout_docs", 0),
-                 {k: v for k, v in cls_stats.items() if k in ("precision", "recall", "f1", "roc_auc")})
+        # 2. the quality classifier: trained on the reference corpus vs a web sample, or the model params name;
+        # validated on held-out documents of both classes before it may drop anything
+        models, cls_stats, verdict = _classifier(cfg.classifier, reference, kept, rejected, stage)
 
-        # 3. thresholds: min_quality_score, raised to the keep_top_fraction quantile where one is set
-        thresholds = {}
-        for src in SOURCES:
-            scfg = getattr(cfg, src)
-            thr = scfg.min_quality_score
-            if scfg.keep_top_fraction is not None:
-                texts = [d["text"] for d in kept if d["metadata"].get("source") == src]
-                if texts:
-                    scores = clf.score_texts(model, texts, c.chunk_words, c.max_chunks_per_doc, c.positive_label)
-                    thr = max(thr, float(np.quantile(scores, 1 - scfg.keep_top_fraction, method="higher")))
-            thresholds[src] = round(thr, 6)
+        # 3. per-source cuts (absolute score and/or top fraction), realised on this data; the drop guard
+        cuts = _cuts(cfg, kept, models, verdict)
+        thresholds = {src: cut["threshold"] for src, cut in cuts.items()}
         del kept
 
         # 4. score and threshold the kept documents (datatrove), score the heuristic rejects too
-        scorer = dict(model_path=str(model_path), chunk_words=c.chunk_words, max_chunks=c.max_chunks_per_doc,
-                      label=c.positive_label)
         pipeline = [JsonlReader(str(work / "kept_heuristics"), glob_pattern="*.jsonl", compression=None,
                                 add_file_path=False),
-                    clf.QualityScorer(**scorer, thresholds=thresholds,
+                    clf.QualityScorer(models, thresholds=thresholds,
                                       exclusion_writer=writer(work / "rejects_classifier", "classifier_${rank}.jsonl",
                                                               rejects=True)),
                     writer(work / "docs", "${rank}.jsonl")]
@@ -150,8 +227,7 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
         # heuristic rejects are few; scoring them here keeps their shard names (one per filter)
         for path in sorted((work / "rejects_heuristics").glob("*.jsonl")):
             docs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            for d, s in zip(docs, clf.score_texts(model, [d["text"] for d in docs], c.chunk_words,
-                                                   c.max_chunks_per_doc, c.positive_label)):
+            for d, s in zip(docs, models.score([d["id"] for d in docs], [d["text"] for d in docs])):
                 d["metadata"]["quality_score"] = s
             write_docs(stage / REJECTS / f"{path.stem}.jsonl.gz", docs)
 
@@ -160,7 +236,7 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
         shutil.rmtree(work)
         stats = _count(stage, input_lines, damaged)
 
-    stats.update({"classifier": cls_stats, "thresholds": thresholds})
+    stats.update({"classifier": cls_stats, "thresholds": thresholds, "cuts": cuts})
     log.info("filter: kept %d of %d documents (%s); rejected by reason: %s", stats["docs_kept"], stats["docs_in"],
              stats["kept"], stats["rejected_by_reason"])
     return stats

@@ -7,11 +7,14 @@ read title/author/ebook number/language from the header, optionally split into c
 from __future__ import annotations
 
 import gzip
+import io
 import re
 import zlib
 from pathlib import Path
 
 from datatrove.data import Document
+
+from tasks.config.languages import NAMES as LANGUAGES
 
 from .common import DocsWriter, RejectingReader, docs_writer, rejects_writer, split_input
 
@@ -26,11 +29,6 @@ FIELD = re.compile(r"^(Title|Author|Language|Release Date|Posting Date|Character
 EBOOK_NO = re.compile(r"\[\s*e-?book\s*#\s*(\d+)\s*\]", re.I)
 CHAPTER = re.compile(r"^(?:CHAPTER|Chapter|BOOK|Book|PART|Part|LETTER|Letter|ACT|Act|STAVE|Stave)\s+"
                      r"(?:[IVXLCDM]+|\d+|[A-Z][a-z]+)\b.*$", re.M)
-LANGUAGES = {"english": "en", "french": "fr", "german": "de", "spanish": "es", "italian": "it", "dutch": "nl",
-             "portuguese": "pt", "latin": "la", "finnish": "fi", "swedish": "sv", "danish": "da",
-             "norwegian": "no", "icelandic": "is", "greek": "el", "russian": "ru", "chinese": "zh",
-             "japanese": "ja", "polish": "pl", "hungarian": "hu", "esperanto": "eo", "catalan": "ca"}
-
 
 WESTERN = {"english", "french", "german", "spanish", "italian", "dutch", "portuguese", "latin", "finnish",
            "swedish", "danish", "norwegian", "icelandic", "catalan", "esperanto"}
@@ -151,9 +149,9 @@ class GutenbergBooks(RejectingReader):
     name = "📚 Gutenberg books"
 
     def __init__(self, data_folder, rejects: DocsWriter, min_chars: int, split_chars: int,
-                 glob_pattern: str | None = None):
+                 glob_pattern: str | None = None, max_book_bytes: int = 64_000_000):
         super().__init__(data_folder, rejects, glob_pattern)
-        self.min_chars, self.split_chars = min_chars, split_chars
+        self.min_chars, self.split_chars, self.max_book_bytes = min_chars, split_chars, max_book_bytes
 
     def read_file(self, filepath: str):
         name = Path(filepath).name
@@ -163,17 +161,26 @@ class GutenbergBooks(RejectingReader):
         if not BOOK_NAME.search(name):
             self.reject(book_id, "not_text_file", **meta)
             return
+        cap = self.max_book_bytes
         try:
+            size = self.data_folder.size(filepath)
+            if size > cap:
+                self.reject(book_id, "too_large", file_bytes=size, max_book_bytes=cap, **meta)
+                return
             with self.data_folder.open(filepath, "rb") as f:
-                raw = f.read()
+                raw = f.read(cap + 1)
         except Exception as e:  # noqa: BLE001
             self.reject(book_id, "unreadable_file", error=repr(e)[:300], **meta)
             return
         if name.lower().endswith(".gz") or raw[:2] == b"\x1f\x8b":
-            try:
-                raw = gzip.decompress(raw)
+            try:  # never more than cap + 1 bytes inflated: a gzip bomb is a reject, not an out-of-memory crash
+                with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
+                    raw = gz.read(cap + 1)
             except (EOFError, OSError, zlib.error) as e:  # truncated or corrupt: the footer is gone, drop the book
                 self.reject(book_id, "corrupt_gzip", error=repr(e)[:300], **meta)
+                return
+            if len(raw) > cap:
+                self.reject(book_id, "too_large", file_bytes=size, inflates_beyond=cap, **meta)
                 return
         parsed = parse_book(raw)
         if isinstance(parsed, str):
@@ -203,6 +210,7 @@ class GutenbergBooks(RejectingReader):
 def build_pipeline(cfg, raw: Path, output: Path) -> list:
     folder, glob = split_input(raw)
     return [
-        GutenbergBooks(folder, rejects_writer(output, "read"), cfg.min_chars, cfg.split_chars, glob_pattern=glob),
+        GutenbergBooks(folder, rejects_writer(output, "read"), cfg.min_chars, cfg.split_chars, glob_pattern=glob,
+                       max_book_bytes=cfg.max_book_bytes),
         docs_writer(output),
     ]

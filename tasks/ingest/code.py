@@ -76,30 +76,50 @@ class CodeFiles(RejectingReader):
             yield from data
         with self.rejects as writer:
             self._writer, self._rank = writer, rank
-            files, pruned = self._walk()
+            files, pruned, refused = self._walk()
             if rank == 0:
                 for path in pruned:
                     repo, _, inner = self._split(path)
                     self.reject(f"{repo}/{inner}", "skipped_dir", source="code", repository=repo, path=inner,
                                 skipped_dir=PurePosixPath(path).name)
+                for path, reason, detail in refused:
+                    repo, _, inner = self._split(path)
+                    self.reject(f"{repo}/{inner}", reason, source="code", repository=repo, path=inner, **detail)
             for doc in self.read_files_shard(files[rank::world_size]):
                 self.update_doc_stats(doc)
                 yield doc
 
-    def _walk(self) -> tuple[list[str], list[str]]:
-        files, pruned = [], []
-        base = self.data_folder.path.rstrip("/")
-        for root, dirs, names in self.data_folder.fs.walk(base, topdown=True, on_error="omit"):
-            rel = root[len(base):].strip("/")
-            skip = sorted(d for d in dirs if d in self.skip_dirs)
-            pruned += [f"{rel}/{d}" if rel else d for d in skip]
-            dirs[:] = sorted(d for d in dirs if d not in self.skip_dirs)
-            files += [f"{rel}/{n}" if rel else n for n in names]
+    def _walk(self) -> tuple[list[str], list[str], list[tuple[str, str, dict]]]:
+        """(files to read, pruned skip_dirs, refused (path, reason, detail)). Symlinks are never followed out of
+        the tree (a `setup.py -> ~/.aws/credentials` would put that file in the corpus) and, with other non-regular
+        files and directories that cannot be listed, are refused with a reason."""
+        files, pruned, refused = [], [], []
+        fs, base = self.data_folder.fs, self.data_folder.path.rstrip("/")
+        pending = [""]  # our own walk: fsspec's walk() does not pass on_error below the top level (fsspec 2026.9)
+        while pending:
+            rel = pending.pop()
+            try:
+                listing = fs.ls(f"{base}/{rel}" if rel else base, detail=True)
+            except OSError as e:
+                refused.append((rel, "unreadable_dir", {"error": f"{type(e).__name__}: {e.strerror or e}"[:300]}))
+                continue
+            for info in sorted(listing, key=lambda i: i["name"]):
+                name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+                path = f"{rel}/{name}" if rel else name
+                if info.get("islink"):
+                    refused.append((path, "symlink", {"link_target": str(info.get("destination", "?"))[:300]}))
+                elif info.get("type") == "directory":
+                    (pruned if name in self.skip_dirs else pending).append(path)
+                elif info.get("type") == "file":
+                    files.append(path)
+                else:
+                    refused.append((path, "not_regular_file", {"file_type": str(info.get("type"))}))
         if self.glob_pattern:
             from fnmatch import fnmatch
 
             files = [f for f in files if fnmatch(f, self.glob_pattern)]
-        return sorted(files), sorted(pruned)
+            refused = [r for r in refused if fnmatch(r[0], self.glob_pattern)]
+        return sorted(files), sorted(pruned), sorted(refused)
 
     def _split(self, filepath: str) -> tuple[str, str, str]:
         """(repository, repo root inside the data folder, path inside the repository)."""
@@ -112,7 +132,8 @@ class CodeFiles(RejectingReader):
         if root not in self._licenses:
             found = None
             try:
-                names = sorted(PurePosixPath(p).name for p in self.data_folder.ls(root or "", detail=False))
+                names = sorted(PurePosixPath(i["name"]).name for i in self.data_folder.ls(root or "", detail=True)
+                               if not i.get("islink"))  # a linked LICENSE could point anywhere
                 for name in names:
                     if LICENSE_FILES.match(name):
                         with self.data_folder.open(f"{root}/{name}" if root else name, "rb") as f:

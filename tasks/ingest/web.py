@@ -1,8 +1,8 @@
 """Web: WARC (1.0 and 0.17) / WET files → main text of HTTP 200 HTML pages, with language and URL metadata.
 
 Pipeline (datatrove steps): WarcRecords (every record becomes a document or a reject with a reason)
-→ DomainBlocklist → HtmlToText (trafilatura in datatrove's timeout sandbox) → MinChars → LanguageID
-→ DocsWriter.
+→ DomainBlocklist → HtmlToText (`ingest.web.extractor`, default resiliparse with a trafilatura fallback, in
+datatrove's timeout sandbox) → MinChars → LanguageID → DocsWriter.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from datatrove.data import Document
-from datatrove.pipeline.extractors.base import ExtractorSandbox
-from datatrove.pipeline.extractors.trafilatura import Trafilatura
+from datatrove.pipeline.extractors.base import BaseExtractor, ExtractorSandbox
 
 from .common import DocsWriter, split_input, RejectingFilter, RejectingReader, docs_writer, log, rejects_writer
+from .extract import make_extractor
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -289,18 +289,24 @@ class DomainBlocklist(RejectingFilter):
         return True
 
 
-class HtmlToText(Trafilatura):
-    """datatrove's Trafilatura extractor (timeout sandbox) whose failures are rejects with a reason.
+class HtmlToText(BaseExtractor):
+    """HTML → main text with the configured extractor (tasks/ingest/extract.py) in datatrove's timeout sandbox.
 
-    The base extractor silently skips timeouts, crashes and empty results; the stage must count them.
-    WET records are already text and pass through unchanged.
+    datatrove's extractors silently skip timeouts, crashes and empty results; this step makes each a reject with a
+    reason, and records which extractor produced the text (`metadata.extractor`; the default combination counts
+    its trafilatura fallbacks as `extracted_by_trafilatura`). WET records are already text and pass unchanged.
     """
 
-    name = "⛏ Trafilatura (with rejects)"
+    name = "⛏ HTML → main text (with rejects)"
+    _requires_dependencies = ["resiliparse", "trafilatura"]
 
-    def __init__(self, output: Path, timeout: float, favour_precision: bool, no_fallback: bool = False):
-        super().__init__(favour_precision=favour_precision, timeout=timeout, deduplicate=False, no_fallback=no_fallback)
+    def __init__(self, output: Path, timeout: float, extractor):
+        super().__init__(timeout=timeout)
+        self.extractor = extractor
         self.rejects = rejects_writer(output, "extract")
+
+    def extract(self, text: str) -> tuple[str, str]:
+        return self.extractor(text)
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         with ExtractorSandbox(timeout=self.timeout, warmup_text="") as extractor, self.rejects as writer:
@@ -312,15 +318,18 @@ class HtmlToText(Trafilatura):
                 reason = None
                 with self.track_time():
                     try:
-                        doc.text = extractor.process_document(doc.text, self.extract) or ""
+                        doc.text, used = extractor.process_document(doc.text, self.extract)
                     except TimeoutError:
                         reason = "extract_timeout"
                     except EOFError:
                         reason = "extract_crashed"
                     except Exception:  # noqa: BLE001
                         reason = "extract_error"
-                if reason is None and not doc.text.strip():
-                    reason = "extract_empty"
+                if reason is None:
+                    doc.metadata["extractor"] = used
+                    self.stat_update(f"extracted_by_{used}")
+                    if not doc.text.strip():
+                        reason = "extract_empty"
                 if reason:
                     self.stat_update(f"dropped_{reason}")
                     doc.text = ""
@@ -399,7 +408,8 @@ def build_pipeline(cfg, raw: Path, output: Path) -> list:
         WarcRecords(folder, rejects_writer(output, "read"), cfg.max_record_bytes, glob_pattern=glob,
                     shard_records=cfg.shard_records),
         DomainBlocklist(output, cfg.url_blocklist),
-        HtmlToText(output, cfg.extract_timeout_s, cfg.favour_precision, cfg.no_fallback),
+        HtmlToText(output, cfg.extract_timeout_s,
+                   make_extractor(cfg.extractor, cfg.favour_precision, cfg.no_fallback, cfg.fallback_below)),
         MinChars(output, cfg.min_chars),
         LanguageID(output, cfg.languages, cfg.language_threshold),
         docs_writer(output),

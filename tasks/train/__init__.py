@@ -23,17 +23,20 @@ from models import Llama, build_config
 from models.parallelize import parallelize
 from tasks.atomic import atomic_dir, atomic_write_json
 from tasks.resume import describe_changes, key_digest, read_key, stage_key
-from tasks.tracking import log_metrics
+from tasks.tracking import log_metrics, set_tags
 
 from . import checkpoint
-from .loader import Manifest, ShardError, TokenLoader
+from .init import InitError, InitSource, check_shape, check_tokenizer, load_weights, resolve
+from .loader import Manifest, Prefetcher, ShardError, TokenLoader
 from .trainer import Trainer, build_optimizer, lr_at, setup_distributed, token_bytes_tensor
 
 log = logging.getLogger("tinyfoundry.train")
 
 # params that do not change what is trained: a run differing only in these resumes the same checkpoints
 CADENCE_KEYS = {"checkpoint_every", "keep_checkpoints", "log_every", "checkpoint_dir", "eval_every", "eval_batches",
-                "peak_flops", "compile", "nonfinite", "resume", "nproc_per_node"}
+                "peak_flops", "compile", "nonfinite", "resume", "nproc_per_node",
+                # how the same math is laid out and fed (tested to give identical losses)
+                "fsdp", "activation_checkpointing", "async_checkpoint", "prefetch"}
 
 
 def git_commit() -> str | None:
@@ -44,15 +47,17 @@ def git_commit() -> str | None:
         return None
 
 
-def run_key(cfg, model_cfg, shards: Path, tokenizer_dir: Path | None) -> dict:
+def run_key(cfg, model_cfg, shards: Path, tokenizer_dir: Path | None, init: dict | None = None) -> dict:
     """What a training run's checkpoints depend on (tasks/resume.py): the train stage's code (its dvc.yaml
-    deps, `models/` included), the shards' and tokenizer's contents, the params that change training and
-    the model shape. Collective: rank 0 hashes, the others receive its key."""
+    deps, `models/` included), the shards' and tokenizer's contents, the params that change training, the
+    model shape and the identity of the starting weights (a moved alias or rewritten source folder starts a
+    new run). Collective: rank 0 hashes, the others receive its key."""
     key = None
     if not dist.is_initialized() or dist.get_rank() == 0:
         params = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in CADENCE_KEYS}
         inputs = {"shards": shards, **({"tokenizer": tokenizer_dir} if tokenizer_dir else {})}
-        key = stage_key("train", {**params, "model_config": model_cfg.to_dict()}, inputs)
+        key = stage_key("train", {**params, "model_config": model_cfg.to_dict(), **({"init": init} if init else {})},
+                        inputs)
     if dist.is_initialized() and dist.get_world_size() > 1:
         box = [key]
         dist.broadcast_object_list(box, src=0)
@@ -119,19 +124,25 @@ def _train(cfg, shards: Path, tokenizer_dir: Path | None, output: Path, ctx) -> 
                          f"seq_len × micro_batch_size × world size ({per_micro}) at world size {world}")
     accum = cfg.global_batch_tokens // per_micro
 
+    init = resolve_init(cfg, manifest, model_cfg, tokenizer_dir, rank) if cfg.init_from else None
+
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank, then sharded
     model = Llama(model_cfg).to(device)
     n_params = model.num_params()
-    if cfg.compile:
-        for block in model.layers:
-            block.compile()
-    amp_dtype = resolve_dtype(cfg, device)
-    parallelize(model, ctx_mesh(device, world))
+    if init is not None:
+        load_weights(init, model)
+        log.info("initialised the weights from %s (%s, sha256 %s…)", init.uri, init.kind, init.sha256[:12])
+    dtype = resolve_dtype(cfg, device)
+    shard = world > 1 or cfg.fsdp == "always"
+    layout = parallelize(model, ctx_mesh(device, world) if shard else None, dtype, shard=shard,
+                         activation_checkpointing=cfg.activation_checkpointing, compile=cfg.compile)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
-    trainer = Trainer(model, optimizer, grad_clip=cfg.grad_clip, nonfinite=cfg.nonfinite, amp_dtype=amp_dtype,
-                      device=device)
-    train_loader = TokenLoader(shards, "train", cfg.micro_batch_size, cfg.seq_len, rank, world, seed=cfg.seed,
+    trainer = Trainer(model, optimizer, grad_clip=cfg.grad_clip, nonfinite=cfg.nonfinite,
+                      amp_dtype=layout.autocast_dtype, device=device,
+                      doc_mask_eot=manifest.eot_id if cfg.doc_mask else None)
+    token_loader = TokenLoader(shards, "train", cfg.micro_batch_size, cfg.seq_len, rank, world, seed=cfg.seed,
                                device=device)
+    train_loader = Prefetcher(token_loader, cfg.prefetch) if cfg.prefetch else token_loader
     val_loader = None
     try:
         val_loader = TokenLoader(shards, "val", cfg.micro_batch_size, cfg.seq_len, rank, world, shuffle=False,
@@ -140,14 +151,18 @@ def _train(cfg, shards: Path, tokenizer_dir: Path | None, output: Path, ctx) -> 
         log.warning("no validation: %s", e)
     token_bytes = token_bytes_tensor(load_token_bytes(tokenizer_dir), model_cfg.vocab_size, device)
 
-    key = run_key(cfg, model_cfg, shards, tokenizer_dir)
+    lineage = init.identity() if init is not None else None
+    key = run_key(cfg, model_cfg, shards, tokenizer_dir, lineage)
     fingerprint = key_digest(key)[:12]
     ckpt_root = Path(cfg.checkpoint_dir) / fingerprint
     if is_main:
         atomic_write_json(ckpt_root / checkpoint.KEY_FILE, key)
+    checkpointer = checkpoint.Checkpointer(ckpt_root, cfg.keep_checkpoints, async_save=cfg.async_checkpoint)
     meta_base = {"fingerprint": fingerprint, "model_config": model_cfg.to_dict(), "preset": cfg.model.preset,
                  "params": cfg.model_dump(), "git_commit": git_commit(), "world_size": world,
-                 "tokenizer_sha256": manifest.tokenizer_sha256}
+                 "tokenizer_sha256": manifest.tokenizer_sha256, "init_from": lineage}
+    if is_main and lineage:
+        set_tags({f"init_from.{k}": v for k, v in lineage.items() if v})
     step, tokens_seen, curve = 0, 0, []
     resumed_from = None
     if cfg.resume and (last := checkpoint.latest(ckpt_root)) is not None:
@@ -163,17 +178,20 @@ def _train(cfg, shards: Path, tokenizer_dir: Path | None, output: Path, ctx) -> 
         torch.manual_seed(cfg.seed + rank)
 
     if is_main:
-        log.info("model %s: %.2fM params (%s), %d layers, d %d; %d rank(s) on %s, %s; %d tokens/step "
+        precision = ("fp32" if dtype is None else
+                     f"{dtype} via FSDP2 mixed precision" if layout.fsdp else f"{dtype} autocast")
+        log.info("model %s: %.2fM params (%s), %d layers, d %d; %d rank(s) on %s, %s, %s%s%s; %d tokens/step "
                  "= %d micro-batches of %d×%d per rank; %d steps; checkpoints in %s", cfg.model.preset,
                  n_params / 1e6, "tied" if model_cfg.tie_embeddings else "untied", model_cfg.n_layer,
-                 model_cfg.d_model, world, device, amp_dtype or torch.float32, cfg.global_batch_tokens, accum,
+                 model_cfg.d_model, world, device, "FSDP2" if layout.fsdp else "unsharded", precision,
+                 ", activation checkpointing" if cfg.activation_checkpointing else "",
+                 ", document masking" if cfg.doc_mask else "", cfg.global_batch_tokens, accum,
                  cfg.micro_batch_size, cfg.seq_len, cfg.max_steps, ckpt_root)
     flops_per_token = model_cfg.flops_per_token(cfg.seq_len)
 
     def save_checkpoint():
         meta = {**meta_base, "tokens_seen": tokens_seen, "curve": curve, "skipped_steps": trainer.skipped_steps}
-        checkpoint.save(ckpt_root, step, model, optimizer, {"loader": train_loader.state_dict()}, meta,
-                        cfg.keep_checkpoints)
+        checkpointer.save(step, model, optimizer, {"loader": train_loader.state_dict()}, meta)
 
     def validate() -> dict:
         if val_loader is None:
@@ -215,6 +233,9 @@ def _train(cfg, shards: Path, tokenizer_dir: Path | None, output: Path, ctx) -> 
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
             save_checkpoint()
     progress.close()
+    checkpointer.wait()
+    if cfg.prefetch:
+        train_loader.close()
     if not last_val:
         last_val = validate()  # resumed at max_steps: validate the final weights again
 
@@ -227,13 +248,32 @@ def _train(cfg, shards: Path, tokenizer_dir: Path | None, output: Path, ctx) -> 
              "val_bpb": last_val.get("val_bpb"), "skipped_steps": trainer.skipped_steps,
              "tokens_per_s": round(last_tok_s, 1), "mfu": last_mfu, "train_seconds": round(time.time() - started, 2),
              "resumed_from_step": int(Path(resumed_from).name.split("_")[1]) if resumed_from else 0,
-             "skipped_shards": len(train_loader.skipped), "fingerprint": fingerprint}
+             "skipped_shards": len(token_loader.skipped), "fingerprint": fingerprint}
     if is_main:
         write_output(output, full, model_cfg, cfg, stats, meta_base, curve, tokenizer_dir)
         log.info("wrote %s: step %d, val loss %s, val bpb %s", output, step, stats["final_val_loss"], stats["val_bpb"])
     if dist.is_initialized():
         dist.barrier()
     return stats
+
+
+def resolve_init(cfg, manifest: Manifest, model_cfg, tokenizer_dir: Path | None, rank: int) -> InitSource:
+    """Rank 0 resolves `train.init_from` (downloading a registered version, hashing the weights) and checks its
+    shape and tokenizer, before any training; the other ranks receive the result (or stop with the error)."""
+    found: list = [None]
+    if rank == 0:
+        try:
+            source = resolve(cfg.init_from, Path(cfg.checkpoint_dir) / "init")
+            check_shape(source, model_cfg.to_dict())
+            check_tokenizer(source, manifest.tokenizer_sha256, tokenizer_dir)
+            found[0] = source
+        except InitError as e:
+            found[0] = InitError(f"train.init_from: {e}")
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(found, src=0)
+    if isinstance(found[0], InitError):
+        raise found[0]
+    return found[0]
 
 
 def ctx_mesh(device: torch.device, world: int):

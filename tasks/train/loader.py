@@ -8,11 +8,16 @@ takes positions [pos + r·B, pos + (r+1)·B), then `pos` advances by w·B, so ra
 
 The whole state is two integers (epoch, pos) that are the same on every rank, so `state_dict()` /
 `load_state_dict()` make a resumed run continue with exactly the next batch.
+
+`Prefetcher` prepares the next batches in a background thread (and pins them for an asynchronous copy to
+the GPU); the batches and the resumable state are the same as without it.
 """
 from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +128,10 @@ class TokenLoader:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.to_device(self.next_host())
+
+    def next_host(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next (x, y) on the CPU (pinned when the loader's device is a GPU); advances the state."""
         if self.pos + self.per_step > len(self._order):
             if not self.shuffle:
                 raise StopIteration
@@ -134,10 +143,15 @@ class TokenLoader:
         self.pos += self.per_step
         buf = np.stack([self.maps[self.shard_ids[i]][self.starts[i]:self.starts[i] + self.T + 1] for i in idx])
         buf = torch.from_numpy(buf.astype(np.int64))  # (B, T+1)
-        x, y = buf[:, :-1], buf[:, 1:]  # (B, T) each
+        x, y = buf[:, :-1].contiguous(), buf[:, 1:].contiguous()  # (B, T) each
         if self.device.type == "cuda":
-            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
-        return x.contiguous(), y.contiguous()
+            return x.pin_memory(), y.pin_memory()
+        return x, y
+
+    def to_device(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.device.type == "cpu":
+            return batch
+        return tuple(t.to(self.device, non_blocking=True) for t in batch)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "pos": self.pos, "seed": self.seed, "num_windows": len(self.starts),
@@ -153,3 +167,61 @@ class TokenLoader:
                         self.per_step, state.get("per_step"))
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
         self._order = self._permutation(self.epoch)
+
+
+class Prefetcher:
+    """Wraps a TokenLoader: a background thread keeps up to `depth` batches ready (read from the memory maps,
+    stacked, pinned), so the training step does not wait for the disk. The host→device copy stays on the
+    training thread (on its CUDA stream). `state_dict()` is the loader's state after the last batch handed
+    out, not after the ones read ahead, so a resumed run continues with exactly the next batch."""
+
+    def __init__(self, loader: TokenLoader, depth: int = 2):
+        if depth < 1:
+            raise ValueError(f"prefetch depth must be at least 1, got {depth}")
+        self.loader, self.depth = loader, depth
+        self._state = loader.state_dict()
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _produce(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = (self.loader.next_host(), self.loader.state_dict())
+            except BaseException as e:  # noqa: BLE001 — handed to the consumer, raised on its thread
+                item = e
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._produce, name="token-prefetch", daemon=True)
+            self._thread.start()
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        batch, self._state = item
+        return self.loader.to_device(batch)
+
+    def state_dict(self) -> dict:
+        return dict(self._state)
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._thread is not None:
+            raise RuntimeError("load the prefetcher's state before taking the first batch")
+        self.loader.load_state_dict(state)
+        self._state = self.loader.state_dict()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -44,6 +44,8 @@ def register_final_model(tracking_cfg, output: str | Path, stats: dict) -> dict:
     tags = {"checkpoint_sha256": digest, "preset": str(meta.get("preset", "")),
             "tokenizer_sha256": str(meta.get("tokenizer_sha256", "")), "git_commit": str(meta.get("git_commit", "")),
             "step": str(stats.get("step", "")), "val_bpb": str(stats.get("val_bpb", ""))}
+    # lineage of continued pretraining: the weights this version started from (train.init_from)
+    tags.update({f"init_from.{k}": str(v) for k, v in (meta.get("init_from") or {}).items() if v})
     version = client.create_model_version(name, source=mlflow.get_artifact_uri(ARTIFACT_PATH), run_id=run.info.run_id,
                                           tags=tags)
     log.info("registered %s version %s (model.safetensors sha256 %s…)", name, version.version, digest[:12])

@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
+from models import document_ids
+
 log = logging.getLogger("tinyfoundry.train")
 
 
@@ -82,15 +84,23 @@ class StepResult:
 
 
 class Trainer:
-    """One optimizer step = `len(batches)` micro-batches of gradient accumulation on every rank."""
+    """One optimizer step = `len(batches)` micro-batches of gradient accumulation on every rank.
+    `amp_dtype`: forward under torch.autocast (an unsharded model; FSDP2 does mixed precision itself).
+    `doc_mask_eot`: attention only within documents, which start at this end-of-text token id."""
 
     def __init__(self, model, optimizer, *, grad_clip: float, nonfinite: str, amp_dtype: torch.dtype | None,
-                 device: torch.device):
+                 device: torch.device, doc_mask_eot: int | None = None):
         self.model, self.optimizer = model, optimizer
         self.grad_clip, self.nonfinite = grad_clip, nonfinite
         self.device = device
         self.autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+        self.doc_mask_eot = doc_mask_eot
         self.skipped_steps = 0
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):
+        doc_ids = None if self.doc_mask_eot is None else document_ids(x, self.doc_mask_eot)
+        with self.autocast():
+            return self.model(x, y, reduction=reduction, doc_ids=doc_ids)
 
     def step(self, batches, lr: float, step: int) -> StepResult:
         for group in self.optimizer.param_groups:
@@ -98,8 +108,7 @@ class Trainer:
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         for x, y in batches:
-            with self.autocast():
-                _, loss = self.model(x, y)
+            _, loss = self.forward(x, y)
             (loss / len(batches)).backward()
             loss_sum += loss.detach()
         loss_avg = loss_sum / len(batches)
@@ -130,8 +139,7 @@ class Trainer:
         loader.pos, loader.epoch = 0, 0
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, tokens, loss on byte tokens, bytes
         for _, (x, y) in zip(range(n_batches), loader):
-            with self.autocast():
-                _, loss = self.model(x, y, reduction="none")  # (B, T)
+            _, loss = self.forward(x, y, reduction="none")  # (B, T)
             loss = loss.double()
             sums[0] += loss.sum()
             sums[1] += loss.numel()
