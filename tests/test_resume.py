@@ -143,9 +143,9 @@ def test_ingest_after_a_crash_redoes_finished_tasks_when_inputs_or_code_changed(
     caplog.set_level(logging.INFO, "tinyfoundry.resume")
 
     real = crash_rank_1(monkeypatch)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception) as crash:
         run_ingest(cfg, {"raw": raw}, out)
-    assert (staging / "logs" / "completions" / "00000").exists()
+    assert (staging / "logs" / "completions" / "00000").exists(), crash.value
     # every input file gets new pages: a resumed rank 0 would keep the old ones
     for f in range(4):
         (raw / f"f{f}.warc.gz").write_bytes(b"".join(warc_bytes([good_page(100 + 10 * f + i) for i in range(3)])))
