@@ -12,12 +12,24 @@ from tasks.atomic import atomic_write_json
 
 
 def run(args) -> int:
+    from tasks.lock import ProjectBusy, project_lock
+
+    root = Path(args.root).resolve()
+    try:
+        # taken before Prefect starts, so a second run fails at once; the flow and its stages inherit it
+        with project_lock(root):
+            return run_locked(root, args)
+    except ProjectBusy as e:
+        print(f"tinyfoundry: {e}", file=sys.stderr)
+        return 3
+
+
+def run_locked(root: Path, args) -> int:
     from prefect import tags
 
     from flows.pipeline import pipeline
     from tasks.config import ConfigError, ensure_library_checks, load_config
 
-    root = Path(args.root).resolve()
     try:
         cfg = load_config(root / "params.yaml")
         ensure_library_checks(cfg, root)  # before any stage: the stages' own checks then find it done

@@ -7,6 +7,10 @@ dvc.lock and the DVC cache. MLflow gets one parent run per flow run and a nested
 training and evaluation log theirs live from their own process; the others are logged here from
 their metrics file, which spares each stage process the MLflow import. Large data only moves
 through files: tasks return small dicts.
+
+A flow run holds the project lock (tasks/lock.py; `flows run` takes it before Prefect starts) and hands it
+to its stage processes. Holding it, it first closes what crashed runs of the project left open: Prefect
+flow runs (flows/recovery.py) and MLflow runs (tasks/tracking.py) whose processes are gone.
 """
 from __future__ import annotations
 
@@ -22,16 +26,19 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
+from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.dag import StageNode, commit_stage, load_dag, remove_outs, reorder_lock, stage_changed
+from flows.recovery import crash_abandoned_runs, mark_this_process
 from tasks.config import ConfigError, load_config
+from tasks.lock import ProjectBusy, held_descriptors, project_lock
 from tasks.redact import redact
 from tasks.stages import STAGES, metrics_path, section_name
-from tasks.tracking import FLOW_ENV, PARENT_ENV, log_finished_stage
+from tasks.tracking import FLOW_ENV, PARENT_ENV, close_dead_runs, log_finished_stage, process_tags
 
 
 class Tracking:
@@ -103,8 +110,10 @@ def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False
         timing_file = Path(tempfile.mkdtemp(prefix="tf-timing-")) / "timing.json"
         logger.info("running %s: %s", node.name, node.cmd)
         tail: deque[str] = deque(maxlen=30)
+        # the stage inherits the project lock's descriptor: if this process dies, the lock stays held until it exits
         proc = subprocess.Popen(node.cmd, shell=True, cwd=root_path, env=stage_env(parent, timing_file),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                                pass_fds=held_descriptors())
         for raw in proc.stdout:
             # A progress bar redraws with \r: log only its latest state (tqdm's TQDM_MININTERVAL paces the rest).
             for line in (segment.rsplit("\r", 1)[-1] for segment in raw.split("\n")):
@@ -133,7 +142,7 @@ def log_stage_to_mlflow(node: StageNode, root: Path, cfg, parent_run_id: str) ->
     metrics_file = root / metrics_path(node.family, node.source)
     stats = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
     log_finished_stage(node.name, cfg.section(section_name(node.name)).model_dump(), stats, metrics_file,
-                       parent_run_id, {"source": node.source or ""})
+                       parent_run_id, {"source": node.source or ""}, root)
 
 
 def busy_seconds(results: list[dict]) -> float:
@@ -156,8 +165,10 @@ def start_parent_run(root: Path, cfg) -> str | None:
 
     mlflow = setup(cfg.tracking.experiment, cfg.tracking.tracking_uri, root)
     experiment = mlflow.get_experiment_by_name(cfg.tracking.experiment)
-    run = mlflow.MlflowClient().create_run(experiment.experiment_id, run_name=f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}",
-                                           tags={"tinyfoundry.kind": "pipeline"})
+    client = mlflow.MlflowClient()
+    close_dead_runs(client, experiment.experiment_id, root)  # under the project lock: no other run is live
+    run = client.create_run(experiment.experiment_id, run_name=f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}",
+                            tags={"tinyfoundry.kind": "pipeline", **process_tags(root)})
     return run.info.run_id
 
 
@@ -177,12 +188,40 @@ def finish_parent_run(run_id: str | None, summary: dict, failed: bool) -> None:
 
 @flow(name="tinyfoundry", flow_run_name="pipeline-{started}", log_prints=True,
       task_runner=ThreadPoolTaskRunner(max_workers=64))  # a thread per stage; `_slots` limits running ones
-def pipeline(root: str = ".", force: bool = False, started: str = "") -> dict:
-    """Run every stage of dvc.yaml that DVC reports out of date, in DAG order, independent ones concurrently."""
+def pipeline(root: str = ".", force: bool = False, started: str = ""):
+    """Run every stage of dvc.yaml that DVC reports out of date, in DAG order, independent ones concurrently.
+
+    Holds the project lock: a manual run fails at once while another run writes; a served run waits for
+    it or skips, as `flow.when_busy` says."""
     logger = get_run_logger()
-    t0 = time.time()
     root_path = Path(root).resolve()
     cfg = load_config(root_path / "params.yaml")
+    served = deployment.id is not None
+    wait = served and cfg.flow.when_busy == "wait"
+    try:
+        with get_client(sync_client=True) as client:
+            mark_this_process(client, flow_run.id)  # lets a later run tell whether this one still lives
+    except Exception as e:  # noqa: BLE001 — bookkeeping; the run itself does not depend on it
+        logger.warning("could not record this flow run's process in Prefect: %s", e)
+    try:
+        with project_lock(root_path, wait_s=cfg.flow.busy_wait_s if wait else 0.0):
+            try:
+                with get_client(sync_client=True) as client:
+                    for name in crash_abandoned_runs(client, root_path, flow_run.id):
+                        logger.warning("flow run %s of this project died without an end state: marked Crashed", name)
+            except Exception as e:  # noqa: BLE001
+                logger.warning("could not check for crashed flow runs of this project: %s", e)
+            return run_pipeline(root_path, cfg, force)
+    except ProjectBusy as e:
+        if served and cfg.flow.when_busy == "skip":
+            logger.warning("skipped (flow.when_busy: skip): %s", e)
+            return Completed(name="Skipped", message=str(e))
+        raise
+
+
+def run_pipeline(root_path: Path, cfg, force: bool) -> dict:
+    logger = get_run_logger()
+    t0 = time.time()
     nodes = load_dag(root_path)
     if unknown := sorted(set(cfg.flow.retries) - {n.family for n in nodes}):  # a typo would mean no retries
         raise ConfigError(f"flow.retries names stage(s) {unknown} that dvc.yaml does not have; stages: "

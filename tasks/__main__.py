@@ -4,6 +4,7 @@ It loads params.yaml (validated before any work), hands the stage only its own s
 stage function, writes `metrics/<stage>[_<source>].json` and logs the stage to MLflow (rank 0 only).
 Other commands: `validate`, `profile FILE` (prints `dvc exp run` arguments), `generate --prompt TEXT`
 (completes with `models:/<name>@champion`), `evaluate --model models:/<name>@<alias|version>`.
+A stage holds the project's lock while it runs (tasks/lock.py): while another run writes, it exits with code 3.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from tasks import redact
 from tasks.atomic import atomic_write_json
 from tasks.config import ConfigError, PipelineConfig, ensure_library_checks, load_config, read_yaml
+from tasks.lock import ProjectBusy, project_lock, project_root
 from tasks.stages import COMMANDS, STAGES, load_target, metrics_path
 from tasks.tracking import FLOW_ENV, flatten, is_rank_zero, log_artifact, log_metrics, stage_run
 
@@ -116,7 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is None:
         parser.error(f"stage {args.stage} needs --out")
-    run_stage(args.stage, args.source, parse_inputs(args.inputs), args.out, cfg, args.metrics)
+    try:
+        # one writer per project: a stage run by `dvc repro` fails at once while another run writes
+        with project_lock(project_root()):
+            run_stage(args.stage, args.source, parse_inputs(args.inputs), args.out, cfg, args.metrics)
+    except ProjectBusy as e:
+        print(f"tinyfoundry: {e}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -3,6 +3,8 @@
 The flow creates the parent run and hands its id to each stage process in TINYFOUNDRY_PARENT_RUN_ID;
 a stage run outside the flow (plain `dvc repro`) becomes a top-level run of its own.
 Stage code logs through `log_metrics`/`log_artifact`, which do nothing when no run is active.
+Every run is tagged with its project and process (pid, host, start time); a run that starts while holding the
+project lock first marks runs of the project whose process is gone KILLED (`close_dead_runs`).
 """
 from __future__ import annotations
 
@@ -50,6 +52,43 @@ def setup(experiment: str, configured_uri: str | None = None, root: str | Path |
     return mlflow
 
 
+def process_tags(root: str | Path | None = None) -> dict[str, str]:
+    """Who is writing this run: the project root and this process, so a later run can tell whether it died."""
+    from tasks.lock import project_root, this_process
+
+    me = this_process()
+    return {"tinyfoundry.project": str(project_root(root)), "tinyfoundry.pid": str(me["pid"]),
+            "tinyfoundry.host": me["host"], "tinyfoundry.pid_started": f"{me['started']:.2f}"}
+
+
+def close_dead_runs(client, experiment_id: str, root: str | Path | None = None) -> list[str]:
+    """Mark this project's RUNNING runs whose process is gone KILLED (called under the project lock).
+
+    Runs from before process tags existed count as this project's only in its own SQLite store; runs whose
+    process ran on another host are left alone (nothing here can tell whether they still run)."""
+    from tasks.lock import process_alive, project_root
+
+    root = str(project_root(root))
+    local_store = client.tracking_uri == f"sqlite:///{Path(root) / 'mlflow.db'}"
+    closed = []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=5000):
+        tags = run.data.tags
+        if "tinyfoundry.kind" not in tags or tags.get("tinyfoundry.project", root if local_store else None) != root:
+            continue
+        pid = tags.get("tinyfoundry.pid")
+        alive = process_alive(pid, tags.get("tinyfoundry.pid_started"), tags.get("tinyfoundry.host")) if pid else False
+        if alive is not False:
+            continue
+        client.set_tag(run.info.run_id, "tinyfoundry.closed", f"process {pid or '(not recorded)'} was gone; "
+                                                             f"marked KILLED by pid {os.getpid()}")
+        client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    if closed:
+        logging.getLogger("tinyfoundry.tracking").info(
+            "marked %d MLflow run(s) of this project KILLED: left RUNNING by processes that are gone", len(closed))
+    return closed
+
+
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in d.items():
@@ -91,11 +130,13 @@ class BackgroundRun:
         from mlflow.entities import Metric, Param
 
         self._metric = Metric
-        run_tags = {"stage": stage, "tinyfoundry.kind": "stage", **tags}
+        run_tags = {"stage": stage, "tinyfoundry.kind": "stage", **process_tags(), **tags}
         if os.environ.get(PARENT_ENV):
             run_tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
         client = mlflow.MlflowClient()
         experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
+        if not os.environ.get(FLOW_ENV):  # a stage run by `dvc repro`, holding the lock; a flow cleans up itself
+            close_dead_runs(client, experiment_id)
         self.run_id = client.create_run(experiment_id, run_name=stage, tags=run_tags).info.run_id
         self.client = client
         params = param_strings(params)
@@ -220,13 +261,14 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
 
 def log_finished_stage(stage: str, params: dict, stats: dict, metrics_file: str | Path, parent_run_id: str,
-                       tags: dict | None = None) -> str:
+                       tags: dict | None = None, root: str | Path | None = None) -> str:
     """Record a stage that already ran as a (nested) MLflow run: its params, numeric stats, metrics file."""
     import mlflow
 
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    run_tags = {"stage": stage, "tinyfoundry.kind": "stage", "mlflow.parentRunId": parent_run_id, **(tags or {})}
+    run_tags = {"stage": stage, "tinyfoundry.kind": "stage", "mlflow.parentRunId": parent_run_id, **process_tags(root),
+                **(tags or {})}
     run = client.create_run(experiment_id, run_name=stage, tags=run_tags)
     run_id = run.info.run_id
     from mlflow.entities import Metric, Param

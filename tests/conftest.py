@@ -1,7 +1,10 @@
 """Shared fixtures. Tests that need ../shared/data skip with a reason when it is absent."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +33,37 @@ def mlflow_uri(tmp_path, monkeypatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides(tmp_path_factory, shared_data):
+    """profiles/tiny.yaml's sources plus PIQA and OpenBookQA items planted in a real book, web page and module,
+    so the end-to-end run exercises decontamination (every tiny-profile project of the session uses these)."""
+    from tasks.config import read_yaml
+    from tests.planted_sources import plant_sources
+
+    planted, _ = plant_sources(shared_data, tmp_path_factory.getbasetemp() / "planted")  # + planted.json
+    fetch = read_yaml(PROJECT_ROOT / "profiles" / "tiny.yaml")["fetch"]
+    return {"fetch": {s: {"uris": fetch[s]["uris"] + [planted[s]]} for s in ("web", "books", "code")}}
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory, shared_data, tiny_overrides):
+    """`python -m flows run` on profiles/tiny.yaml inside a project copy, with a Prefect server and an MLflow
+    server up (they stay up for the session): the end-to-end run of every real stage. Shared by the e2e checks
+    and the reliability suite (its uninterrupted reference), so the suite runs the pipeline once."""
+    from flows.servers import running_servers
+    from tests.project_copy import client_env, make_project_copy
+
+    project = make_project_copy(tmp_path_factory.mktemp("tiny") / "project", "profiles/tiny.yaml", shared_data,
+                                tiny_overrides)
+    artifacts = PROJECT_ROOT / "test-artifacts" / "ui-browser"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with running_servers(project, 0, 0) as urls:
+        env = client_env(urls)
+        res = subprocess.run([sys.executable, "-m", "flows", "run"], cwd=project, env=env,
+                             capture_output=True, text=True, timeout=900)
+        (artifacts / "pipeline.log").write_text(res.stdout + "\n--- stderr ---\n" + res.stderr)
+        assert res.returncode == 0, f"pipeline failed (log in {artifacts / 'pipeline.log'}):\n{res.stderr[-3000:]}"
+        record = json.loads(sorted((project / ".tinyfoundry" / "runs").glob("*.json"))[-1].read_text())
+        yield project, urls, env, record, res.stdout

@@ -2,6 +2,7 @@
 optionally with a profile merged into params.yaml — for end-to-end pipeline tests."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,8 @@ import yaml
 from tasks.config import deep_merge, read_yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CLIENT_ENV_DROP = ("PREFECT_HOME", "PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_API_URL", "MLFLOW_TRACKING_URI",
+                   "TINYFOUNDRY_LOCK_TOKEN")
 SKIP = {".venv", "data", "checkpoints", "mlflow.db", "mlartifacts", ".prefect", "dvcstore", ".tinyfoundry",
         "reports", ".git", ".pytest_cache", "test-artifacts", "metrics"}
 
@@ -52,3 +55,10 @@ def make_project_copy(dest: Path, profile: str | Path | None = None, shared_data
         config.write_text(body.replace("[core]", "[core]\n    no_scm = True", 1) if "[core]" in body
                           else "[core]\n    no_scm = True\n" + body)
     return dest
+
+
+def client_env(urls=None) -> dict[str, str]:
+    """Environment for a run in a project copy: the test process imported flows/ (project defaults for this
+    checkout), so the copy gets its own Prefect/MLflow stores, or the servers in `urls`."""
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_DROP}
+    return {**env, **(urls.client_env() if urls else {}), "PYTHONUNBUFFERED": "1"}

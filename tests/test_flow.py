@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,86 @@ def test_retries_for_a_stage_dvc_yaml_lacks_fail_before_any_stage(tmp_path, pref
     with pytest.raises(ConfigError, match=r"flow.retries names stage\(s\) \['flakey'\] that dvc.yaml does not have"):
         run_flow(repo)
     assert not (repo / "out").exists() and not (repo / "events.jsonl").exists()
+
+
+def test_flow_runs_of_the_project_left_running_by_dead_processes_are_marked_crashed(tmp_path, prefect_api):
+    import socket
+
+    from prefect import flow as prefect_flow
+    from prefect import get_client
+    from prefect import task as prefect_task
+    from prefect.states import Pending, Running
+
+    from flows.recovery import crash_abandoned_runs, process_marker
+
+    @prefect_flow(name="recovery-test")
+    def some_flow(root: str):
+        pass
+
+    @prefect_task
+    def some_task():
+        pass
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = f"{socket.gethostname()}:{gone.pid}:{time.time() - 60:.2f}"
+    root = tmp_path.resolve()
+    with get_client(sync_client=True) as client:
+        def running(project: Path, marker: str | None):
+            run = client.create_flow_run(some_flow, parameters={"root": str(project)}, state=Running())
+            if marker:
+                client.update_flow_run(run.id, infrastructure_pid=marker)
+            return run
+
+        killed = running(root, dead)
+        was_running = client.create_task_run(some_task, killed.id, "a", state=Running())
+        never_started = client.create_task_run(some_task, killed.id, "b", state=Pending())
+        live = running(root, process_marker())          # e.g. a served run waiting for the lock
+        starting = running(root, None)                  # has not recorded its process yet
+        other_project = running(root / "other", dead)
+        other_host = running(root, f"another-host:{gone.pid}:0")
+        current = running(root, process_marker())
+
+        assert crash_abandoned_runs(client, root, current.id) == [killed.name]
+        state = lambda run: client.read_flow_run(run.id).state  # noqa: E731
+        assert state(killed).type.value == "CRASHED" and "is gone" in state(killed).message
+        assert client.read_task_run(was_running.id).state.type.value == "CRASHED"
+        assert client.read_task_run(never_started.id).state.type.value == "CANCELLED"
+        for run in (live, starting, other_project, other_host, current):
+            assert state(run).type.value == "RUNNING", run.name
+
+
+def test_a_served_run_skips_or_waits_while_the_project_is_busy_and_a_manual_run_fails(tmp_path, prefect_api,
+                                                                                      monkeypatch):
+    from uuid import uuid4
+
+    from tasks.lock import ProjectBusy
+    from tests.test_project_lock import hold
+
+    repo = make_repo(tmp_path / "busy")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["flow"].update(when_busy="skip", busy_wait_s=1.0)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    holder, _ = hold(repo)
+    try:
+        monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", str(uuid4()))  # as when `flows serve` runs it
+        state = pipeline_state(repo)
+        assert state.type.value == "COMPLETED" and state.name == "Skipped" and f"pid {holder.pid}" in state.message
+        params["flow"]["when_busy"] = "wait"
+        (repo / "params.yaml").write_text(yaml.safe_dump(params))
+        started = time.monotonic()
+        state = pipeline_state(repo)
+        assert state.type.value == "FAILED" and time.monotonic() - started >= 1.0  # waited busy_wait_s, then gave up
+        monkeypatch.delenv("PREFECT__RUNTIME__DEPLOYMENT__ID")
+        with pytest.raises(ProjectBusy, match=f"pid {holder.pid}"):
+            run_flow(repo)
+        assert not (repo / "out").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def pipeline_state(repo: Path):
+    from flows.pipeline import pipeline
+
+    return pipeline(root=str(repo), started="served", return_state=True)

@@ -2,7 +2,8 @@
 server (flows/servers.py); the run must leave DVC clean and Prefect and MLflow consistent. Then headless Debian Chromium -- driven by Playwright, which needs no browser
 download with `executable_path` -- checks that the Prefect UI lists the completed flow run with its task runs and
 stage logs, and that the MLflow UI shows the experiment, the stage runs and the `champion` model.
-Screenshots go to test-artifacts/ui-browser/ (gitignored).
+Screenshots go to test-artifacts/ui-browser/ (gitignored). The tiny run itself is the session fixture
+`tiny_pipeline` (tests/conftest.py), shared with the reliability suite as its uninterrupted reference.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.project_copy import PROJECT_ROOT, make_project_copy
+from tests.project_copy import PROJECT_ROOT, client_env
 from tests.real_components import require_binary, require_module
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,6 @@ pytestmark = pytest.mark.slow
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "ui-browser"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic"]
-CLIENT_ENV_DROP = ("PREFECT_HOME", "PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_API_URL", "MLFLOW_TRACKING_URI")
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +39,6 @@ def browser():
         b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield b
         b.close()
-
-
-def client_env(urls) -> dict[str, str]:
-    """The test process imported flows/ (project defaults for /work/main): a run in a copy gets its own."""
-    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_DROP}
-    return {**env, **urls.client_env(), "PYTHONUNBUFFERED": "1"}
 
 
 def api(url: str, body: dict | None = None):
@@ -154,31 +148,6 @@ def test_ui_shows_a_pipeline_shaped_run(browser, tmp_path):
         page.close()
 
 
-@pytest.fixture(scope="module")
-def tiny_pipeline(tmp_path_factory, shared_data):
-    """`python -m flows run` on profiles/tiny.yaml inside a project copy, with a Prefect server and an MLflow
-    server up (they stay up for the module's tests): the end-to-end run of every real stage."""
-    from flows.servers import running_servers
-    from tasks.config import read_yaml
-    from tests.planted_sources import plant_sources
-
-    # PIQA and OpenBookQA items planted in a real book, web page and module, next to the profile's sources
-    root = tmp_path_factory.mktemp("tiny")
-    planted, _ = plant_sources(shared_data, root / "planted")
-    fetch = read_yaml(PROJECT_ROOT / "profiles" / "tiny.yaml")["fetch"]
-    overrides = {"fetch": {s: {"uris": fetch[s]["uris"] + [planted[s]]} for s in ("web", "books", "code")}}
-    project = make_project_copy(root / "project", "profiles/tiny.yaml", shared_data, overrides)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with running_servers(project, 0, 0) as urls:
-        env = client_env(urls)
-        res = subprocess.run([sys.executable, "-m", "flows", "run"], cwd=project, env=env,
-                             capture_output=True, text=True, timeout=900)
-        (ARTIFACTS / "pipeline.log").write_text(res.stdout + "\n--- stderr ---\n" + res.stderr)
-        assert res.returncode == 0, f"pipeline failed (log in {ARTIFACTS / 'pipeline.log'}):\n{res.stderr[-3000:]}"
-        record = json.loads(sorted((project / ".tinyfoundry" / "runs").glob("*.json"))[-1].read_text())
-        yield project, urls, env, record, res.stdout
-
-
 def test_tiny_pipeline_runs_every_stage_and_leaves_dvc_prefect_and_mlflow_consistent(tiny_pipeline):
     """The acceptance checks of a pipeline run, without a browser."""
     import mlflow
@@ -222,14 +191,14 @@ def test_tiny_pipeline_runs_every_stage_and_leaves_dvc_prefect_and_mlflow_consis
     assert report.name in logged and report.with_suffix(".html").name in logged
 
 
-def test_planted_benchmark_items_never_reach_the_tokenizer(tiny_pipeline):
+def test_planted_benchmark_items_never_reach_the_tokenizer(tiny_pipeline, tmp_path_factory):
     """Items planted in every source reach decontaminate's input, none of their 13-grams reach the tokenizer's,
     and the run report shows the decontamination per benchmark."""
     from tasks.decontaminate.ngrams import normal_words
     from tasks.docs import iter_docs
 
     project, _, _, record, _ = tiny_pipeline
-    items = json.loads((project.parent / "planted" / "planted.json").read_text())
+    items = json.loads((tmp_path_factory.getbasetemp() / "planted" / "planted.json").read_text())
     n = yaml.safe_load((project / "params.yaml").read_text())["decontaminate"]["ngram_words"]
     grams = {}
     for item in items:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 
@@ -54,3 +55,66 @@ def test_stage_run_is_silent_off_rank_zero(mlflow_uri, monkeypatch):
 def test_mlflow_key_keeps_allowed_characters():
     assert mlflow_key("train.model/preset name:x-1") == "train.model/preset name:x-1"
     assert mlflow_key("languages.c++") == "languages.c__"
+
+
+def test_runs_left_running_by_dead_processes_are_marked_killed(tmp_path, mlflow_uri, monkeypatch):
+    """A SIGKILLed stage or flow leaves its run RUNNING; the next run of the project closes it, and only it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from tasks.tracking import close_dead_runs, process_tags
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(project)
+    client = setup("unit", root=project) and mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("unit").experiment_id
+    code = textwrap.dedent("""
+        import time
+        from tasks.tracking import stage_run
+        with stage_run("train", {"lr": 1}, experiment="unit") as run:
+            run.flush()
+            print(run.run_id, flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=project, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    dead = proc.stdout.readline().strip()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert client.get_run(dead).info.status == "RUNNING"
+    assert client.get_run(dead).data.tags["tinyfoundry.project"] == str(project.resolve())
+
+    live = client.create_run(experiment, tags={"tinyfoundry.kind": "stage", **process_tags(project)}).info.run_id
+    elsewhere = client.create_run(experiment, tags={"tinyfoundry.kind": "stage", **process_tags(project),
+                                                    "tinyfoundry.project": "/another/project",
+                                                    "tinyfoundry.pid": "999999999"}).info.run_id
+    other_host = client.create_run(experiment, tags={"tinyfoundry.kind": "stage", **process_tags(project),
+                                                     "tinyfoundry.host": "another-host",
+                                                     "tinyfoundry.pid": "999999999"}).info.run_id
+    legacy = client.create_run(experiment, tags={"tinyfoundry.kind": "pipeline"}).info.run_id  # made before tags
+    not_ours = client.create_run(experiment).info.run_id
+
+    assert close_dead_runs(client, experiment, project) == [dead]  # a shared server: older runs are not ours to close
+    assert client.get_run(dead).info.status == "KILLED" and "was gone" in client.get_run(dead).data.tags["tinyfoundry.closed"]
+    for run_id in (live, elsewhere, other_host, legacy, not_ours):
+        assert client.get_run(run_id).info.status == "RUNNING"
+
+
+def test_in_the_projects_own_store_untagged_running_runs_are_closed(tmp_path, monkeypatch):
+    """Runs from before process tags: in the project's own SQLite store, under the lock, they can only be dead."""
+    from tasks.tracking import close_dead_runs
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    client = setup("unit", root=tmp_path) and mlflow.MlflowClient()
+    assert client.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    experiment = client.get_experiment_by_name("unit").experiment_id
+    legacy = client.create_run(experiment, tags={"tinyfoundry.kind": "pipeline"}).info.run_id
+    not_ours = client.create_run(experiment).info.run_id
+    assert close_dead_runs(client, experiment, tmp_path) == [legacy]
+    assert client.get_run(not_ours).info.status == "RUNNING"

@@ -120,10 +120,11 @@ def test_trains_on_real_books_and_writes_a_loadable_model(tmp_path, shared_data,
     trainer = Trainer(model, None, grad_clip=1.0, nonfinite="skip", amp_dtype=None, device=torch.device("cpu"))
     again = trainer.evaluate(TokenLoader(shards, "val", 8, 64, shuffle=False), 4, None)
     assert again["val_loss"] == pytest.approx(stats["final_val_loss"], rel=1e-5)
-    # checkpoints: last 2 kept, and a rerun with the same params resumes at the end instead of retraining
+    # checkpoints: last 2 kept beside the run's resume key, and a rerun with the same code, inputs and params
+    # resumes at the end instead of retraining
     ckpts = sorted(p.name for p in (tmp_path / "ckpt" / stats["fingerprint"]).iterdir())
-    assert ckpts == ["step_000015", "step_000030"]
-    again = train.run_train(cfg, {"shards": shards}, tmp_path / "model2")
+    assert ckpts == ["key.json", "step_000015", "step_000030"]
+    again = train.run_train(cfg, {"shards": shards, "tokenizer": tok_dir}, tmp_path / "model2")
     assert again["resumed_from_step"] == 30 and again["final_val_loss"] == pytest.approx(stats["final_val_loss"])
     other = train.run_train(tiny_cfg(tmp_path, max_steps=2, warmup_steps=1, eval_every=1), {"shards": shards},
                             tmp_path / "m3")

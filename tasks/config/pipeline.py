@@ -1,6 +1,8 @@
 """Sections read by the orchestration layer (flow, tracking), not by any stage function."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from .base import Section
@@ -25,6 +27,10 @@ class FlowConfig(Section):
     retry_delay_s: float = Field(5.0, ge=0)
     schedule_cron: str = "0 3 * * *"
     """Cron schedule of the served deployment (`make serve`)."""
+    when_busy: Literal["wait", "skip"] = "wait"
+    """What a served (scheduled) run does while another run holds the project lock: wait for it (up to
+    busy_wait_s, then fail), or skip this time. Manual runs (`flows run`, `dvc repro`) fail at once."""
+    busy_wait_s: float = Field(6 * 3600.0, ge=0)
 
     @field_validator("schedule_cron")
     @classmethod

@@ -2,7 +2,8 @@
 the drop guard → score and threshold (datatrove).
 
 Work happens in the atomic staging folder, so a crash resumes: datatrove skips ranks with completion
-markers. Datatrove's gzip writer stamps the time, so pipelines write plain JSONL and the last step
+markers, and trained classifiers are kept; only when the code, inputs and params are unchanged
+(tasks/resume.py). Datatrove's gzip writer stamps the time, so pipelines write plain JSONL and the last step
 recompresses every shard with gzip mtime=0 (byte-identical outputs for identical inputs).
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import shutil
 import zlib
 from collections import Counter, defaultdict
@@ -17,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.atomic import atomic_dir, atomic_write_json, staging_path
+from tasks.atomic import atomic_write_json
 from tasks.config.filter import SOURCES, ClassifierConfig, FilterConfig
 from tasks.docs import DOCS, REJECTS, doc_files, iter_docs, write_docs
 from tasks.executor import run_executor
+from tasks.resume import datatrove_params, resumable_dir, stage_key
 
 from . import classifier as clf
 
@@ -86,13 +89,6 @@ def _finalize(src: Path, dst: Path) -> None:
             write_docs(dst / f"{path.stem}.jsonl.gz", (json.loads(line) for line in f if line.strip()))
 
 
-def _fingerprint(cfg: FilterConfig, inputs: Path, reference: Path | None) -> dict:
-    files = {p.name: p.stat().st_size for p in doc_files(inputs)}
-    refs = {p.relative_to(reference).as_posix(): p.stat().st_size
-            for p in sorted(reference.rglob("*")) if p.is_file()} if reference else {}
-    return {"params": cfg.model_dump(mode="json"), "inputs": files, "reference": refs}
-
-
 def _classifier(c: ClassifierConfig, reference: Path | None, kept: list[dict], rejected: list[dict],
                 stage: Path) -> tuple[clf.FoldModels, dict, str | None]:
     """Train one model per cross-fitting fold (or copy the given model) and validate on the held-out split.
@@ -114,7 +110,9 @@ def _classifier(c: ClassifierConfig, reference: Path | None, kept: list[dict], r
             if not path.exists():  # a resumed run keeps the models it already trained
                 rows = [r for r in train_rows if r.label == clf.POSITIVE or c.folds == 1
                         or clf.fold_of(r.id, c.folds, c.seed) != k]
-                stats[f"fold{k}"] = clf.train(rows, c, path)
+                partial = path.with_name(f".{path.name}.partial")  # renamed once saved: never half a model
+                stats[f"fold{k}"] = clf.train(rows, c, partial)
+                os.replace(partial, path)
     else:
         paths = [stage / MODEL_FILE]
         shutil.copyfile(c.model_path, paths[0])
@@ -188,18 +186,15 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
         raise ValueError("filter: training the quality classifier needs the reference corpus: --in reference=<folder> "
                          "(dvc.yaml passes data/raw/reference, fetched from fetch.reference), or set "
                          "filter.classifier.model_path to an existing model")
-    fingerprint = _fingerprint(cfg, source, reference)
-    previous = staging_path(output) / "fingerprint.json"
-    resume = previous.exists() and json.loads(previous.read_text()) == fingerprint
-    with atomic_dir(output, resume=resume) as stage:
-        atomic_write_json(stage / "fingerprint.json", fingerprint)
+    keyed_inputs = {"docs": source, **({"reference": reference} if reference else {}),
+                    **({"classifier": cfg.classifier.model_path} if cfg.classifier.model_path else {})}
+    with resumable_dir(output, stage_key("filter", datatrove_params(cfg), keyed_inputs)) as stage:
         work = stage / "work"
         counts = work / "input_counts.json"
         if not counts.exists():
             atomic_write_json(counts, _reshard(source, work / "input", cfg.executor.tasks))
         input_lines, damaged = json.loads(counts.read_text())
-        log.info("filter: %d documents in %d shard(s) from %s%s", input_lines, len(doc_files(source)), source,
-                 " (resuming a previous partial run)" if resume else "")
+        log.info("filter: %d documents in %d shard(s) from %s", input_lines, len(doc_files(source)), source)
 
         # 1. heuristics, per source, each filter's drops to its own exclusion writer
         log.info("filter: heuristics pass (%s tasks, %s workers)", cfg.executor.tasks, cfg.executor.workers)
@@ -239,7 +234,6 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
         _finalize(work / "docs", stage / DOCS)
         _finalize(work / "rejects_classifier", stage / REJECTS)
         shutil.rmtree(work)
-        (stage / "fingerprint.json").unlink()
         stats = _count(stage, input_lines, damaged)
 
     stats.update({"classifier": cls_stats, "thresholds": thresholds, "cuts": cuts})

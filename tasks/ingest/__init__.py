@@ -8,19 +8,16 @@ counted from the written files.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from pathlib import Path
 
-from tasks.atomic import atomic_dir, staging_path
 from tasks.config.ingest import BooksIngestConfig, CodeIngestConfig, WebIngestConfig
-
 from tasks.executor import run_executor
+from tasks.resume import datatrove_params, resumable_dir, stage_key
 
 from .common import count_outputs, log
 
-FINGERPRINT = "ingest-run.json"
+SOURCES = {WebIngestConfig: "web", BooksIngestConfig: "books", CodeIngestConfig: "code"}
 
 
 def logs_path(output: Path) -> Path:
@@ -28,45 +25,31 @@ def logs_path(output: Path) -> Path:
     return output.parent / f".{output.name}.logs"
 
 
-def _fingerprint(cfg, raw: Path) -> dict:
-    """What a resumable staging folder must match: config section, source kind and input location."""
-    return {"source": type(cfg).__name__, "raw": str(Path(raw).resolve()),
-            "config": hashlib.sha256(json.dumps(cfg.model_dump(), sort_keys=True).encode()).hexdigest()}
-
-
-def _build(cfg, raw: Path, output: Path) -> tuple[str, list]:
-    if isinstance(cfg, WebIngestConfig):
+def _build(source: str, cfg, raw: Path, output: Path) -> list:
+    if source == "web":
         from . import web
 
-        return "web", web.build_pipeline(cfg, raw, output)
-    if isinstance(cfg, BooksIngestConfig):
+        return web.build_pipeline(cfg, raw, output)
+    if source == "books":
         from . import books
 
-        return "books", books.build_pipeline(cfg, raw, output)
-    if isinstance(cfg, CodeIngestConfig):
-        from . import code
+        return books.build_pipeline(cfg, raw, output)
+    from . import code
 
-        return "code", code.build_pipeline(cfg, raw, output)
-    raise TypeError(f"run_ingest needs a Web/Books/CodeIngestConfig section, got {type(cfg).__name__}")
+    return code.build_pipeline(cfg, raw, output)
 
 
 def run_ingest(cfg, inputs: dict[str, Path], output: Path) -> dict:
     if "raw" not in inputs:
         raise ValueError(f"ingest needs --in raw=PATH (a folder, file or glob); got inputs {sorted(inputs)}")
-    raw, output = Path(inputs["raw"]), Path(output)
-    fingerprint = _fingerprint(cfg, raw)
-    stage = staging_path(output)
-    previous = stage / FINGERPRINT
-    resume = previous.exists() and json.loads(previous.read_text()) == fingerprint
-    if stage.exists() and not resume:
-        log.info("ingest: staging folder %s is from another config or input; starting it afresh", stage)
-    with atomic_dir(output, resume=resume) as staging:
-        (staging / FINGERPRINT).write_text(json.dumps(fingerprint, sort_keys=True))
-        source, pipeline = _build(cfg, raw, staging)
+    if type(cfg) not in SOURCES:
+        raise TypeError(f"run_ingest needs a Web/Books/CodeIngestConfig section, got {type(cfg).__name__}")
+    source, raw, output = SOURCES[type(cfg)], Path(inputs["raw"]), Path(output)
+    with resumable_dir(output, stage_key(f"ingest@{source}", datatrove_params(cfg), {"raw": raw})) as staging:
+        pipeline = _build(source, cfg, raw, staging)
         log.info("ingest %s: reading %s with %s executor, %d tasks", source, raw, cfg.executor.kind, cfg.executor.tasks)
         run_executor(cfg.executor, pipeline, staging / "logs", f"ingest-{source}")
         stats = count_outputs(staging)
-        (staging / FINGERPRINT).unlink()
         # datatrove's logs/stats carry timestamps: keep them out of the DVC-tracked output so that it is byte-identical
         logs = logs_path(output)
         shutil.rmtree(logs, ignore_errors=True)

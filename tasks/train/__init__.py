@@ -7,7 +7,6 @@ runs `run_train` on every rank. Rank 0 logs per-step metrics to the stage's MLfl
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -22,7 +21,8 @@ from tqdm import tqdm
 
 from models import Llama, build_config
 from models.parallelize import parallelize
-from tasks.atomic import atomic_dir
+from tasks.atomic import atomic_dir, atomic_write_json
+from tasks.resume import describe_changes, key_digest, read_key, stage_key
 from tasks.tracking import log_metrics, set_tags
 
 from . import checkpoint
@@ -47,13 +47,34 @@ def git_commit() -> str | None:
         return None
 
 
-def run_fingerprint(cfg, model_cfg, manifest: Manifest, init: dict | None = None) -> str:
-    """Identifies a training run: model shape, the params that change training, the exact shard set and the
-    identity of the starting weights (a moved alias or rewritten source folder starts a new run)."""
-    params = {k: v for k, v in cfg.model_dump().items() if k not in CADENCE_KEYS}
-    blob = json.dumps({"params": params, "model": model_cfg.to_dict(), "shards": manifest.raw,
-                       **({"init": init} if init else {})}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+def run_key(cfg, model_cfg, shards: Path, tokenizer_dir: Path | None, init: dict | None = None) -> dict:
+    """What a training run's checkpoints depend on (tasks/resume.py): the train stage's code (its dvc.yaml
+    deps, `models/` included), the shards' and tokenizer's contents, the params that change training, the
+    model shape and the identity of the starting weights (a moved alias or rewritten source folder starts a
+    new run). Collective: rank 0 hashes, the others receive its key."""
+    key = None
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        params = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in CADENCE_KEYS}
+        inputs = {"shards": shards, **({"tokenizer": tokenizer_dir} if tokenizer_dir else {})}
+        key = stage_key("train", {**params, "model_config": model_cfg.to_dict(), **({"init": init} if init else {})},
+                        inputs)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [key]
+        dist.broadcast_object_list(box, src=0)
+        key = box[0]
+    return key
+
+
+def explain_fresh_start(checkpoint_dir: Path, ckpt_root: Path, key: dict) -> None:
+    """Say why training starts at step 0 when checkpoints of other runs exist (changed code, inputs or params)."""
+    others = sorted((p for p in checkpoint_dir.iterdir() if p != ckpt_root and checkpoint.latest(p)),
+                    key=lambda p: checkpoint.latest(p).stat().st_mtime, reverse=True) if checkpoint_dir.is_dir() else []
+    if others:
+        newest = checkpoint.latest(others[0])
+        log.info("train: starting from step 0: the latest checkpoint (%s) is from a run that cannot be resumed: %s; "
+                 "%d checkpoint folder(s) of other runs stay under %s (delete them when no longer needed)",
+                 newest, describe_changes(read_key(others[0] / checkpoint.KEY_FILE), key), len(others),
+                 checkpoint_dir)
 
 
 def load_token_bytes(tokenizer_dir: Path | None):
@@ -131,8 +152,11 @@ def _train(cfg, shards: Path, tokenizer_dir: Path | None, output: Path, ctx) -> 
     token_bytes = token_bytes_tensor(load_token_bytes(tokenizer_dir), model_cfg.vocab_size, device)
 
     lineage = init.identity() if init is not None else None
-    fingerprint = run_fingerprint(cfg, model_cfg, manifest, lineage)
+    key = run_key(cfg, model_cfg, shards, tokenizer_dir, lineage)
+    fingerprint = key_digest(key)[:12]
     ckpt_root = Path(cfg.checkpoint_dir) / fingerprint
+    if is_main:
+        atomic_write_json(ckpt_root / checkpoint.KEY_FILE, key)
     checkpointer = checkpoint.Checkpointer(ckpt_root, cfg.keep_checkpoints, async_save=cfg.async_checkpoint)
     meta_base = {"fingerprint": fingerprint, "model_config": model_cfg.to_dict(), "preset": cfg.model.preset,
                  "params": cfg.model_dump(), "git_commit": git_commit(), "world_size": world,
@@ -147,8 +171,10 @@ def _train(cfg, shards: Path, tokenizer_dir: Path | None, output: Path, ctx) -> 
         step, tokens_seen, curve = meta["step"], meta["tokens_seen"], meta["curve"]
         trainer.skipped_steps = meta.get("skipped_steps", 0)
         resumed_from = str(last)
-        log.info("resumed from %s: step %d, %d tokens seen", last, step, tokens_seen)
+        log.info("resumed from %s: step %d, %d tokens seen (same code, inputs and params)", last, step, tokens_seen)
     else:
+        if is_main and cfg.resume:
+            explain_fresh_start(Path(cfg.checkpoint_dir), ckpt_root, key)
         torch.manual_seed(cfg.seed + rank)
 
     if is_main:

@@ -5,6 +5,7 @@ Layout of one checkpoint, `<root>/step_000100/`:
   rank{r}.pt                               that rank's RNG states and data-loader state
   meta.json                                step, scheduler, training state, model config, params, git commit,
                                            tokenizer hash, world size (self-describing)
+`<root>/key.json` holds the run's resume key (tasks/resume.py: code, input contents, params) that names `<root>`.
 Everything is written into `.tmp_step_000100/` first and renamed when all ranks are done, so a folder
 named `step_*` is always complete; a crash leaves at most a `.tmp_*` folder that the next save replaces.
 
@@ -31,6 +32,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 log = logging.getLogger("tinyfoundry.train")
 
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
+KEY_FILE = "key.json"
 
 
 def step_dirs(root: str | Path) -> list[Path]:
