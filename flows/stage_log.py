@@ -54,9 +54,10 @@ class StageLog:
     def feed(self, raw: str) -> None:
         # a progress bar redraws with \r: only its latest state counts
         for segment in raw.split("\n"):
-            for line in split_embedded(segment.rsplit("\r", 1)[-1]):
-                if line.strip():
-                    self._line(line.rstrip())
+            for latest in [part for part in segment.split("\r") if part.strip()][-1:]:
+                for line in split_embedded(latest):
+                    if line.strip():
+                        self._line(line.rstrip())
 
     def _line(self, line: str) -> None:
         self.lines += 1

@@ -54,6 +54,16 @@ def run_fingerprint(cfg, model_cfg, manifest: Manifest) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def train_tokens_per_source(manifest: Manifest) -> dict[str, int]:
+    """The data mix the model trains on: training tokens per source, summed over the shards."""
+    totals: dict[str, int] = {}
+    for shard in manifest.raw.get("shards", []):
+        if shard.get("split") == "train":
+            for source, n in (shard.get("tokens_per_source") or {}).items():
+                totals[source] = totals.get(source, 0) + int(n)
+    return totals
+
+
 def load_token_bytes(tokenizer_dir: Path | None):
     """UTF-8 byte length of every token id (tasks.tokenizer), for bits per byte; None skips bpb with a warning."""
     if tokenizer_dir is None or not Path(tokenizer_dir).exists():
@@ -129,7 +139,7 @@ def _train(cfg, shards: Path, tokenizer_dir: Path | None, output: Path, ctx) -> 
                  "tokenizer_sha256": manifest.tokenizer_sha256,
                  # what the model registry records of the data (tasks/train/registry.py)
                  "shard_manifest_sha256": file_sha256(shards / "manifest.json"),
-                 "train_tokens_per_source": manifest.raw.get("splits", {}).get("train", {}).get("tokens_per_source")}
+                 "train_tokens_per_source": train_tokens_per_source(manifest)}
     step, tokens_seen, curve = 0, 0, []
     resumed_from, resumed_val = None, {}
     if cfg.resume and (last := checkpoint.latest(ckpt_root)) is not None:
