@@ -37,12 +37,13 @@ REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "safetensors")
 
 def version_tags(meta: dict, sha256: str, train_run_id: str | None) -> dict[str, str]:
     """Tags of a registered version (searchable: `tag.step='750'`). Put further version tags here."""
-    tags = {SHA_TAG: sha256, STEP_TAG: meta.get("step"), "tokens_seen": meta.get("tokens_seen"),
-            FINGERPRINT_TAG: meta.get("fingerprint"), "git_commit": meta.get("git_commit"),
+    val_bpb = checkpoint_metrics(meta).get("val/bpb")
+    # the numbers first: the registry's version table shows tags (metrics are on the version's run) in this order
+    tags = {STEP_TAG: meta.get("step"), "tokens_seen": meta.get("tokens_seen"),
+            "val_bpb": f"{val_bpb:.4f}" if val_bpb is not None else None,
+            SHA_TAG: sha256, FINGERPRINT_TAG: meta.get("fingerprint"), "git_commit": meta.get("git_commit"),
             "tokenizer_sha256": meta.get("tokenizer_sha256"), "shard_manifest_sha256": meta.get("shard_manifest_sha256"),
-            "preset": meta.get("preset"), "train_run_id": train_run_id,
-            # the headline number in the registry's version table (which shows tags; metrics are on the run)
-            "val_bpb": f"{checkpoint_metrics(meta)['val/bpb']:.4f}" if "val/bpb" in checkpoint_metrics(meta) else None}
+            "preset": meta.get("preset"), "train_run_id": train_run_id}
     return {k: str(v) for k, v in tags.items() if v is not None}
 
 
