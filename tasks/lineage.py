@@ -181,8 +181,9 @@ def _hashes(entries: list[dict] | None) -> str:
 def render_text(chain: dict, max_files: int = 20) -> str:
     """The chain as indented text: one block per link."""
     m, t = chain["model"], chain.get("train_run")
+    aliases = f" (aliases: {', '.join(m['aliases'])})" if m["aliases"] else ""
     out = [f"{m['uri']}",
-           f"└─ version {m['version']} of {m['name']}{' (aliases: ' + ', '.join(m['aliases']) + ')' if m['aliases'] else ''}",
+           f"└─ version {m['version']} of {m['name']}{aliases}",
            f"   weights sha256 {m['checkpoint_sha256']}",
            f"   step {m['step']}, {m['tokens_seen']} tokens seen; logged model {m['logged_model']} in checkpoint run "
            f"{m['checkpoint_run_id']} ({m['checkpoint_run_name']})"]
@@ -239,6 +240,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--params", default=os.environ.get("TINYFOUNDRY_PARAMS", "params.yaml"))
     args = parser.parse_args(argv)
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stdout/stderr stay the chain only
     from mlflow import MlflowClient
 
     from tasks.config import load_config

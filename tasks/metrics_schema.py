@@ -91,6 +91,10 @@ def missing(stage: str, stats: dict) -> list[str]:
 def summary(stage: str, stats: dict) -> dict:
     """{"in": (value, unit) | None, "out": ..., "dropped": {reason: n}, "seconds": s} for reports and logs."""
     schema = SCHEMA.get(stage.split("@")[0], StageSchema())
-    pick = lambda ku: (stats.get(ku[0]), ku[1]) if ku and isinstance(stats.get(ku[0]), (int, float)) else None  # noqa: E731
-    return {"in": pick(schema.inp), "out": pick(schema.out), "dropped": _counts(stats.get("dropped")),
+
+    def amount(key_unit: tuple[str, str] | None) -> tuple[float, str] | None:
+        value = stats.get(key_unit[0]) if key_unit else None
+        return (value, key_unit[1]) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    return {"in": amount(schema.inp), "out": amount(schema.out), "dropped": _counts(stats.get("dropped")),
             "seconds": stats.get("seconds")}

@@ -83,7 +83,7 @@ def evaluate_model_main(argv: list[str]) -> int:
     from tasks.model_registry import SHA_TAG, version_step
 
     from . import CANDIDATES_FILE
-    from .registry import download_hf
+    from .registry import download_hf, tag_int
 
     cfg, client = _client(args.params, args.profile)
     name, ref = parse_model_uri(args.model)
@@ -98,7 +98,7 @@ def evaluate_model_main(argv: list[str]) -> int:
         download_hf(version, Path(tmp) / "v")
         step = version_step(version)
         entry = {"version": int(version.version), "step": step if step >= 0 else None, "path": "v",
-                 "tokens_seen": version.tags.get("tokens_seen"), "sha256": version.tags.get(SHA_TAG)}
+                 "tokens_seen": tag_int(version.tags.get("tokens_seen")), "sha256": version.tags.get(SHA_TAG)}
         (Path(tmp) / CANDIDATES_FILE).write_text(json.dumps([entry]))
         inputs["candidates"] = Path(tmp)
         stats = run_stage("evaluate", None, inputs, out, cfg, metrics_file=out.with_name(out.name + ".metrics.json"))

@@ -89,7 +89,7 @@ def fetch_candidates(tracking_cfg, cfg, inputs: dict[str, Path], workdir: Path) 
     chosen = select_versions(versions, cfg.candidates, cfg.last_k, sha)
     listing = []
     for v in chosen:
-        entry = {"version": int(v.version), "step": version_step(v), "tokens_seen": _int(v.tags.get("tokens_seen")),
+        entry = {"version": int(v.version), "step": version_step(v), "tokens_seen": tag_int(v.tags.get("tokens_seen")),
                  "sha256": v.tags.get(SHA_TAG), "path": None}
         if entry["sha256"] != sha:  # data/model itself is read from disk
             entry["path"] = f"v{v.version}"
@@ -102,7 +102,8 @@ def fetch_candidates(tracking_cfg, cfg, inputs: dict[str, Path], workdir: Path) 
     return {**inputs, "candidates": workdir}
 
 
-def _int(value) -> int | None:
+def tag_int(value) -> int | None:
+    """A version tag as a number (None when absent or not one)."""
     try:
         return int(value)
     except (TypeError, ValueError):
