@@ -42,13 +42,7 @@ def run_locked(root: Path, args) -> int:
         summary = flow(root=str(root), force=args.force, started=time.strftime("%Y%m%d-%H%M%S"))
     summary["process_wall_seconds"] = round(time.time() - t0, 2)
     record = root / ".tinyfoundry" / "runs" / f"{summary['flow_run_name']}.json"
-    atomic_write_json(record, summary)
-    try:
-        from tasks.report import write_report
-
-        summary["report"] = write_report(root, {"name": summary["flow_run_name"], **summary})
-    except ImportError:
-        summary["report"] = None
+    atomic_write_json(record, summary)  # the report itself was written by the flow (flows/pipeline.py)
     print_summary(root, summary)
     return 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,9 +35,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.dag import StageNode, commit_stage, load_dag, remove_outs, reorder_lock, stage_changed
 from flows.recovery import crash_abandoned_runs, mark_this_process
+from flows.stage_log import StageLog
 from tasks.config import ConfigError, load_config
 from tasks.lock import ProjectBusy, held_descriptors, project_lock
 from tasks.redact import redact
+from tasks.report import metrics_file, stage_result
 from tasks.stages import STAGES, metrics_path, section_name
 from tasks.tracking import FLOW_ENV, PARENT_ENV, close_dead_runs, log_finished_stage, process_tags
 
@@ -110,18 +113,22 @@ def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False
         timing_file = Path(tempfile.mkdtemp(prefix="tf-timing-")) / "timing.json"
         logger.info("running %s: %s", node.name, node.cmd)
         tail: deque[str] = deque(maxlen=30)
+
+        def forward(line: str) -> None:
+            logger.info("%s | %s", node.name, line)
+
+        # the full output goes to the stage's log file; the Prefect log gets the readable part (flows/stage_log.py)
+        stage_log = StageLog(stage_log_path(root_path, node.name), forward)
         # the stage inherits the project lock's descriptor: if this process dies, the lock stays held until it exits
         proc = subprocess.Popen(node.cmd, shell=True, cwd=root_path, env=stage_env(parent, timing_file),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
                                 pass_fds=held_descriptors())
         for raw in proc.stdout:
-            # A progress bar redraws with \r: log only its latest state (tqdm's TQDM_MININTERVAL paces the rest).
-            for line in (segment.rsplit("\r", 1)[-1] for segment in raw.split("\n")):
-                if line.strip():
-                    line = redact(line)  # what a stage prints outside logging (tracebacks, tools) is masked too
-                    tail.append(line)
-                    logger.info("%s | %s", node.name, line)
+            raw = redact(raw)  # what a stage prints outside logging (tracebacks, tools) is masked too
+            tail.extend(line for line in raw.rstrip("\n").rsplit("\r", 1)[-1:] if line.strip())
+            stage_log.feed(raw)
         rc = proc.wait()
+        logger.info("%s | %s", node.name, stage_log.close())
         timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
         shutil.rmtree(timing_file.parent, ignore_errors=True)
         if rc != 0:
@@ -132,10 +139,24 @@ def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False
         if not timing.get("tracked", True):
             _tracking[flow_key].log_later(node, root_path)
         done = time.time()
-        logger.info("%s finished and committed to dvc.lock in %.1f s", node.name, done - checked)
+        result = stage_result(node.family, _read_json(metrics_file(root_path, node.name)))
+        logger.info("%s finished and committed to dvc.lock in %.1f s%s", node.name, done - checked,
+                    f": {result}" if result else "")
         return {"stage": node.name, "status": "ran", "start": timing.get("start"), "end": timing.get("end"),
                 "task_seconds": round(done - checked, 3), "dvc_status_seconds": round(status_s, 3),
                 "dvc_commit_seconds": round(commit_s, 3), "process_exit": exited}
+
+
+def stage_log_path(root: Path, stage: str) -> Path:
+    """The stage's full log for this flow run: .tinyfoundry/logs/<flow run name>/<stage>.log."""
+    return root / ".tinyfoundry" / "logs" / (flow_run.name or "flow") / f"{stage}.log"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def log_stage_to_mlflow(node: StageNode, root: Path, cfg, parent_run_id: str) -> None:
@@ -184,6 +205,33 @@ def finish_parent_run(run_id: str | None, summary: dict, failed: bool) -> None:
         client.log_metric(run_id, key, value)
     client.set_tag(run_id, "stages_ran", ",".join(summary["ran"]) or "-")
     client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+REPORT_ARTIFACT = "tinyfoundry-run-report"
+
+
+def publish_report(root: Path, summary: dict, model_name: str) -> dict | None:
+    """The run report (tasks/report.py) on disk and in MLflow, and as a markdown artifact on this flow run."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.report import write_report
+
+    logger = get_run_logger()
+    try:
+        report = write_report(root, {"name": summary["flow_run_name"], "model_name": model_name, **summary})
+        markdown = Path(report["markdown"]).read_text()
+        # the plots are files beside the report: name them instead of showing broken images
+        markdown = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m: f"_{m[1]}: {Path(report['markdown']).parent / m[2]}_",
+                          markdown)
+        mlflow_run = summary.get("mlflow_run_id") or "–"
+        report["prefect_artifact"] = str(create_markdown_artifact(
+            markdown=markdown, key=REPORT_ARTIFACT,
+            description=f"tinyfoundry run report: stages, evaluation, candidates and champion (MLflow run {mlflow_run})"))
+    except Exception as e:  # noqa: BLE001 -- the report must not fail a finished pipeline
+        logger.warning("run report not written or not published: %s: %s", type(e).__name__, e)
+        return None
+    logger.info("run report: %s (and the %r artifact of this flow run)", report["html"], REPORT_ARTIFACT)
+    return report
 
 
 @flow(name="tinyfoundry", flow_run_name="pipeline-{started}", log_prints=True,
@@ -268,6 +316,7 @@ def run_pipeline(root_path: Path, cfg, force: bool) -> dict:
     summary["mlflow_run_id"] = parent
     summary["prefect_flow_run_id"] = str(flow_run.id)
     summary["flow_run_name"] = flow_run.name
+    summary["report"] = publish_report(root_path, summary, cfg.tracking.model_name)
     if failed:
         raise StageFailed(f"{len(failed)} stage(s) failed: {', '.join(failed)}")
     return summary

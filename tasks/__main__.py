@@ -3,7 +3,8 @@
 It loads params.yaml (validated before any work), hands the stage only its own section, times the
 stage function, writes `metrics/<stage>[_<source>].json` and logs the stage to MLflow (rank 0 only).
 Other commands: `validate`, `profile FILE` (prints `dvc exp run` arguments), `generate --prompt TEXT`
-(completes with `models:/<name>@champion`), `evaluate --model models:/<name>@<alias|version>`.
+(completes with `models:/<name>@champion`), `evaluate --model models:/<name>@<alias|version>`,
+`lineage models:/<name>@<alias|version> [--json]` (the version's chain back to the fetched files).
 A stage holds the project's lock while it runs (tasks/lock.py): while another run writes, it exits with code 3.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import shlex
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,6 +24,7 @@ from tasks import redact
 from tasks.atomic import atomic_write_json
 from tasks.config import ConfigError, PipelineConfig, ensure_library_checks, load_config, read_yaml
 from tasks.lock import ProjectBusy, project_lock, project_root
+from tasks.metrics_schema import conform, missing
 from tasks.stages import COMMANDS, STAGES, load_target, metrics_path
 from tasks.tracking import FLOW_ENV, flatten, is_rank_zero, log_artifact, log_metrics, stage_run
 
@@ -51,23 +54,31 @@ def run_stage(name: str, source: str | None, inputs: dict[str, Path], output: Pa
     tracked_here = spec.live_tracking or not os.environ.get(FLOW_ENV)
     run_ctx = stage_run(label, section.model_dump(), {"source": source or ""}, cfg.tracking.experiment,
                         cfg.tracking.tracking_uri) if tracked_here else nullcontext()
-    with run_ctx as run:
+    with run_ctx as run, tempfile.TemporaryDirectory(prefix=f"tinyfoundry-{name}-") as workdir:
         log.info("stage %s: starting (output %s)", label, output)
         started = time.time()  # the stage's time includes importing its own libraries
+        if spec.before and is_rank_zero():
+            with run.active() if run is not None else nullcontext():
+                inputs = load_target(spec.before)(cfg.tracking, section, inputs, Path(workdir))
         stats = load_target(spec.target)(section, inputs, output) or {}
         ended = time.time()
-        stats = {**stats, "seconds": round(ended - started, 3)}
+        stats = conform(name, {**stats, "seconds": round(ended - started, 3)})  # the one metrics schema
         if spec.after and is_rank_zero():
             with run.active() if run is not None else nullcontext():
                 stats.update(load_target(spec.after)(cfg.tracking, output, stats) or {})
+        finished = time.time()  # the stage's work includes its registry hooks (the flow's busy time)
+        if spec.after:
+            stats["registry_seconds"] = round(finished - ended, 3)
         if is_rank_zero():
+            if gaps := missing(name, stats):
+                log.warning("stage %s: its metrics lack %s (tasks/metrics_schema.py)", label, ", ".join(gaps))
             atomic_write_json(metrics_file, stats)
             if tracked_here:
                 log_metrics(stats)
                 log_artifact(metrics_file)
             if os.environ.get("TINYFOUNDRY_TIMING_FILE"):
                 atomic_write_json(os.environ["TINYFOUNDRY_TIMING_FILE"],
-                                  {"start": started, "end": ended, "tracked": tracked_here})
+                                  {"start": started, "end": finished, "tracked": tracked_here})
     log.info("stage %s: done in %.1f s", label, ended - started)
     return stats
 

@@ -190,10 +190,13 @@ def clone(url: str, dest_dir: Path, cfg: SourceFetchConfig, stats: dict) -> None
 def run_fetch(cfg: SourceFetchConfig, inputs: dict[str, Path], output: Path) -> dict:
     stats = {"uris": len(cfg.uris), "files": 0, "bytes": 0, "downloaded": 0, "from_mirror": 0, "rejects": {},
              "rejected_paths": []}
+    # which top-level paths of the output each URI produced (the lineage command maps DVC's file hashes to URIs)
+    sources: list[dict] = []
     with atomic_dir(output, resume=False) as stage:
         for uri in tqdm(cfg.uris, desc=f"fetch {output.name}", unit="uri", disable=len(cfg.uris) < 2):
             raw = expand(uri)
             scheme = urllib.parse.urlparse(raw).scheme
+            before = {p.name for p in stage.iterdir()}
             if is_git(raw) or (scheme in ("http", "https") and raw.rstrip("/").endswith(".git")):
                 clone(raw, stage, cfg, stats)
             elif scheme in ("http", "https"):
@@ -217,6 +220,8 @@ def run_fetch(cfg: SourceFetchConfig, inputs: dict[str, Path], output: Path) -> 
                     stats["bytes"] += place_file(path, stage)
                     stats["files"] += 1
                 log.info("copied %d files matching %s", len(matches), uri)
+                before -= {p.name for p in matches}  # the same file reached through two URIs counts for both
+            sources.append({"uri": uri, "paths": sorted({p.name for p in stage.iterdir()} - before)})
     if stats["files"] == 0:
         raise FetchError(f"fetch.{output.name}: no files were fetched from {cfg.uris}. {SHARED_HINT}")
-    return stats
+    return {**stats, "sources": sources}

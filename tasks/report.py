@@ -18,28 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from tasks.atomic import atomic_write_text
+from tasks.metrics_schema import summary
+from tasks.model_card import EVAL_METRIC_ORDER, REFERENCES, fmt as _fmt, table as _table
 from tasks.tracking import flatten, tracking_uri
 
 log = logging.getLogger("tinyfoundry.report")
 
 SOURCES = ("web", "books", "code")
-# Zero-shot reference numbers (fractions). Pythia-70M: EleutherAI's Pythia paper, acc;
-# TinyLlama-1.1B: its model card (PIQA/HellaSwag/OBQA, acc_norm).
-REFERENCES: dict[str, dict[str, float]] = {
-    "Pythia-70M": {"piqa": 0.595, "lambada_openai": 0.185, "winogrande": 0.528, "arc_easy": 0.374},
-    "TinyLlama-1.1B": {"piqa": 0.7329, "hellaswag": 0.5920, "openbookqa": 0.360},
-}
-TASK_ALIASES = {"obqa": "openbookqa", "arc_e": "arc_easy", "arc-e": "arc_easy", "lambada": "lambada_openai"}
-# which of our metrics sits beside the reference numbers, best first
-EVAL_METRIC_ORDER = ("acc_norm", "acc")
-# (key in a stage's stats, unit shown) -- first one present wins; dotted keys reach into nested stats
-IN_KEYS = (("docs_in", "docs"), ("documents_in", "docs"), ("files_in", "files"), ("files", "files"),
-           ("tokens_in", "tokens"), ("encoded_bytes", "bytes"))
-OUT_KEYS = (("docs_out", "docs"), ("docs_kept", "docs"), ("kept", "docs"), ("documents_out", "docs"),
-            ("train_tokens", "tokens"), ("train.tokens", "tokens"), ("tokens_out", "tokens"), ("tokens", "tokens"),
-            ("train_shards", "shards"), ("shards", "shards"), ("bytes", "bytes"))
-DROP_KEYS = ("dropped", "rejected_by_reason", "reject_reasons", "drop_reasons", "skipped_by_reason", "rejects")
-DROP_COUNTS = ("exact_dups", "near_dups", "docs_rejected", "skipped")
+# evaluate's stats that are not benchmark tasks (tasks/evaluate: `{task: {metric: value}}` beside these)
+EVAL_NON_TASKS = ("bpb", "val_loss", "candidates", "champion", "timing")
 
 
 def _load_json(path: Path) -> dict | None:
@@ -49,37 +36,6 @@ def _load_json(path: Path) -> dict | None:
         log.warning("report: cannot read %s (%s); its section is left out", path, e)
         return None
     return data if isinstance(data, dict) else None
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
-            return f"{v:.3g}"
-        return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.4g}"
-    return str(v).replace("|", "\\|")
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _count(stats: dict, keys: tuple[tuple[str, str], ...]) -> str | None:
-    flat = flatten(stats)
-    for key, unit in keys:
-        value = flat.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return f"{_fmt(value)} {unit}"
-    return None
 
 
 METRICS_ALIASES = {"evaluate": "eval.json"}  # dvc.yaml passes `--metrics metrics/eval.json` to evaluate
@@ -93,30 +49,46 @@ def metrics_file(root: Path, stage: str) -> Path:
     return default if default.exists() or not alias.exists() else alias
 
 
-def _throughput(stats: dict, seconds: float | None) -> str | None:
+def _amount(value_unit: tuple[float, str] | None) -> str | None:
+    return f"{_fmt(value_unit[0])} {value_unit[1]}" if value_unit else None
+
+
+def _throughput(stats: dict, stage: str, seconds: float | None) -> str | None:
+    """The stage's own `<unit>_per_s` figure, else what it wrote (or read) per second."""
     for key, value in stats.items():
-        if key.endswith(("_per_s", "_per_sec", "_per_second")) and isinstance(value, (int, float)):
-            unit = key.rsplit("_per_", 1)[0].replace("_", " ")
+        if key.endswith("_per_s") and isinstance(value, (int, float)):
+            unit = key.removesuffix("_per_s").replace("_", " ")
             return f"{_fmt(float(value))} {'MB' if unit == 'mb' else unit}/s"
-    if not seconds:
+    s = summary(stage, stats)
+    amount = s["in"] or s["out"]
+    if not seconds or not amount:
         return None
-    for key, unit, scale in (("docs_in", "docs", 1), ("tokens", "tokens", 1), ("bytes_in", "MB", 1e6),
-                             ("bytes_out", "MB", 1e6), ("bytes", "MB", 1e6)):
-        if isinstance(stats.get(key), (int, float)):
-            return f"{_fmt(stats[key] / scale / seconds)} {unit}/s"
-    return None
+    value, unit = amount
+    return f"{_fmt(value / 1e6 / seconds)} MB/s" if unit == "bytes" else f"{_fmt(value / seconds)} {unit}/s"
 
 
-def _drops(stats: dict) -> str:
-    for key in DROP_KEYS:
-        value = stats.get(key)
-        if isinstance(value, dict) and value:
-            counts = {k: v for k, v in flatten(value).items() if isinstance(v, (int, float))}
-            top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-            shown = ", ".join(f"{k} {_fmt(v)}" for k, v in top[:4])
-            return shown + (f", +{len(top) - 4} more" if len(top) > 4 else "")
-    counts = [(k, stats[k]) for k in DROP_COUNTS if isinstance(stats.get(k), (int, float))]
-    return ", ".join(f"{k} {_fmt(v)}" for k, v in counts)
+def _drops(dropped: dict[str, int]) -> str:
+    top = sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"{k} {_fmt(v)}" for k, v in top[:4])
+    return shown + (f", +{len(top) - 4} more" if len(top) > 4 else "")
+
+
+def stage_result(stage: str, stats: dict) -> str:
+    """One line: `65 docs in → 16 docs out; dropped not_response 34, language 14; in 16.6 s` (the flow's log)."""
+    s = summary(stage, stats)
+    parts = [" → ".join(x for x in (f"{_amount(s['in'])} in" if s["in"] else None,
+                                    f"{_amount(s['out'])} out" if s["out"] else None) if x)]
+    if s["dropped"]:
+        parts.append(f"dropped {_drops(s['dropped'])}")
+    elif "dropped" in stats:
+        parts.append("dropped nothing")
+    if stats.get("champion_version") is not None:
+        metric = (stats.get("champion") or {}).get("metric")
+        parts.append(f"champion: version {stats['champion_version']} by {metric}"
+                     f" ({'moved' if stats.get('champion_moved') else 'unchanged'})")
+    if s["seconds"] is not None:
+        parts.append(f"in {_fmt(float(s['seconds']))} s")
+    return "; ".join(p for p in parts if p)
 
 
 def stage_rows(root: Path, run: dict) -> list[list[Any]]:
@@ -132,9 +104,10 @@ def stage_rows(root: Path, run: dict) -> list[list[Any]]:
     for stage, status, run_seconds, path in entries:
         stats = (_load_json(path) or {}) if path.exists() else {}
         seconds = stats.get("seconds", run_seconds)
+        s = summary(stage, stats)
         rows.append([stage, status if stats or status == "skipped" else f"{status} (no metrics)",
-                     _count(stats, IN_KEYS), _count(stats, OUT_KEYS), _drops(stats), seconds,
-                     _throughput(stats, seconds)])
+                     _amount(s["in"]), _amount(s["out"]), _drops(s["dropped"]), seconds,
+                     _throughput(stats, stage, seconds)])
     return rows
 
 
@@ -182,19 +155,9 @@ def _canonical_task(name: str) -> str:
 
 
 def eval_scores(stats: dict) -> dict[str, dict[str, float]]:
-    """{task: {metric: value}} from flat (`piqa/acc_norm`, `piqa.acc`) or nested eval metrics."""
-    scores: dict[str, dict[str, float]] = {}
-    for key, value in flatten(stats).items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            continue
-        parts = key.replace("/", ".").split(".")
-        if len(parts) < 2:
-            continue
-        parts = [p for p in parts if p not in ("results", "tasks", "metrics")]
-        if len(parts) >= 2:
-            task, metric = _canonical_task(parts[-2]), parts[-1].split(",")[0]  # lm-eval's "acc,none"
-            scores.setdefault(task, {})[metric] = float(value)
-    return scores
+    """{task: {metric: value}} of the benchmark tasks in evaluate's stats."""
+    return {task: {m: float(v) for m, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            for task, metrics in stats.items() if isinstance(metrics, dict) and task not in EVAL_NON_TASKS}
 
 
 def eval_section(stats: dict) -> str:
@@ -213,10 +176,83 @@ def eval_section(stats: dict) -> str:
     text += ("\n\nReferences are zero-shot: Pythia-70M acc (Pythia paper), TinyLlama-1.1B acc_norm (model card).")
     other = [[f"{t}/{m}", v] for t, ms in sorted(scores.items()) for m, v in sorted(ms.items())
              if t not in tasks or m.removesuffix("_stderr") not in EVAL_METRIC_ORDER]
-    other += [[k, v] for k, v in _scalars(stats) if "/" not in k and "." not in k]
     if other:
         text += "\n\n" + _table(["other eval metric", "value"], other)
+    held_out = sorted(set(stats.get("bpb") or {}) | set(stats.get("val_loss") or {}))
+    if held_out:
+        text += "\n\n" + _table(["held-out (data/model)", *held_out],
+                                [["bits per byte", *((stats.get("bpb") or {}).get(s) for s in held_out)],
+                                 ["loss (nats/token)", *((stats.get("val_loss") or {}).get(s) for s in held_out)]])
     return text
+
+
+def candidate_rows(stats: dict) -> tuple[list[str], list[list[Any]]]:
+    """The candidates table: one row per scored version, in step order; the champion and the best marked."""
+    metric = (stats.get("champion") or {}).get("metric", "")
+    cands = sorted((stats.get("candidates") or {}).values(), key=lambda c: (c.get("step") is None, c.get("step") or 0))
+    sources = sorted({s for c in cands for s in (c.get("bpb") or {})})
+    head, _, name = metric.partition("/")
+    header = ["version", "step", "tokens seen", metric or "champion metric", *(f"bpb {s}" for s in sources), ""]
+    rows = []
+    for c in cands:
+        marks = [m for m, on in (("**champion**", c.get("champion")), ("best of this run", c.get("best")),
+                                 ("data/model", c.get("final"))) if on]
+        rows.append([c.get("version") if c.get("version") is not None else "–", c.get("step"), c.get("tokens_seen"),
+                     (c.get(head) or {}).get(name) if isinstance(c.get(head), dict) else None,
+                     *((c.get("bpb") or {}).get(s) for s in sources), ", ".join(marks)])
+    return header, rows
+
+
+def candidates_section(stats: dict, png: Path | None) -> str:
+    if not stats.get("candidates"):
+        return "_No candidates in metrics/eval.json (evaluate scored no registered versions)._"
+    header, rows = candidate_rows(stats)
+    champ = stats.get("champion_version")
+    text = [_table(header, rows), "",
+            f"Champion: version {champ} ({'moved in this run' if stats.get('champion_moved') else 'unchanged'}); "
+            f"chosen by `evaluate.champion_metric` = {stats['champion'].get('metric')} ({stats['champion'].get('mode')})."
+            if champ is not None else "No champion: no candidate has a value for the champion metric."]
+    if png:
+        text += ["", f"![{stats['champion'].get('metric')} against step]({png.name})"]
+    return "\n".join(text)
+
+
+def plot_candidates(stats: dict, out: Path, title: str) -> Path | None:
+    """The champion metric and held-out bits per byte of every candidate against its step."""
+    cands = [c for c in (stats.get("candidates") or {}).values() if isinstance(c.get("step"), (int, float))]
+    if not cands:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cands.sort(key=lambda c: c["step"])
+    metric = (stats.get("champion") or {}).get("metric", "")
+    head, _, name = metric.partition("/")
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    points = [(c["step"], c[head][name]) for c in cands if isinstance(c.get(head), dict) and name in c[head]]
+    if points:
+        top.plot(*zip(*points), marker="o", label=metric)
+        for c in cands:
+            if c.get("champion") and isinstance(c.get(head), dict) and name in c[head]:
+                top.scatter([c["step"]], [c[head][name]], s=160, facecolors="none", edgecolors="C3", label="champion")
+    top.set_ylabel(metric)
+    top.set_title(title)
+    top.grid(alpha=0.3)
+    top.legend()
+    for source in sorted({s for c in cands for s in (c.get("bpb") or {})}):
+        pts = [(c["step"], c["bpb"][source]) for c in cands if source in (c.get("bpb") or {})]
+        bottom.plot(*zip(*pts), marker="o", label=f"bpb {source}")
+    bottom.set_ylabel("bits per byte")
+    bottom.set_xlabel("step")
+    bottom.grid(alpha=0.3)
+    bottom.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return out
 
 
 def read_curve(path: Path) -> dict[str, list[tuple[float, float]]]:
@@ -289,10 +325,18 @@ def _links(run: dict, root: Path) -> list[list[str]]:
     if run.get("prefect_flow_run_id") and prefect_api.startswith("http"):
         ui = prefect_api.rstrip("/").removesuffix("/api")
         rows.append(["Prefect UI", f"{ui}/runs/flow-run/{run['prefect_flow_run_id']}"])
+    evaluation = _load_json(metrics_file(root, "evaluate")) if metrics_file(root, "evaluate").exists() else None
+    name = run.get("model_name", "tinyfoundry-llama")
+    for label, key in (("model version (data/model)", "model_version"), ("champion", "champion_version")):
+        version = (evaluation or {}).get(key)
+        if version is not None:
+            rows.append([label, f"models:/{name}/{version}"])
+            if mlflow_uri.startswith("http"):
+                rows.append([f"{label} in the MLflow UI", f"{mlflow_uri.rstrip('/')}/#/models/{name}/versions/{version}"])
     return rows
 
 
-def render_markdown(root: Path, run: dict, png: Path | None) -> str:
+def render_markdown(root: Path, run: dict, png: Path | None, candidates_png: Path | None = None) -> str:
     name = run.get("name", "run")
     out = [f"# tinyfoundry run report: {name}", ""]
     summary = [["wall time (s)", run.get("wall_seconds")], ["orchestration overhead", run.get("overhead_fraction")],
@@ -305,15 +349,16 @@ def render_markdown(root: Path, run: dict, png: Path | None) -> str:
                 ("Realised mix", "mix.json", mix_section),
                 ("Tokenizer", "tokenizer.json", lambda s: _table(["metric", "value"], _scalars(s))),
                 ("Training", "train.json", lambda s: _table(["metric", "value"], _scalars(s))),
-                ("Evaluation", "eval.json", eval_section)]
+                ("Evaluation", "eval.json", eval_section),
+                ("Candidates", "eval.json", lambda st: candidates_section(st, candidates_png))]
     for title, fname, render in sections:
         out += [f"## {title}", ""]
         if fname == "eval.json" and not (root / "metrics" / fname).exists():
             fname = "evaluate.json"  # the CLI's default name when dvc.yaml passes no --metrics
         stats = _load_json(root / "metrics" / fname) if (root / "metrics" / fname).exists() else None
         body = render(stats) if stats else ""
-        if title == "Evaluation" and not stats:
-            body = eval_section({})
+        if title in ("Evaluation", "Candidates") and not stats:
+            body = render({})
         out += [body or f"_No metrics/{fname} in this run._", ""]
         if title == "Training":
             out += [f"![loss curve]({png.name})" if png else "_No data/model/train_curve.csv with losses._", ""]
@@ -325,11 +370,11 @@ CSS = ("body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;pad
        "th{background:#f3f3f3}td:nth-child(n+3){font-variant-numeric:tabular-nums}img{max-width:100%}")
 
 
-def render_html(markdown: str, title: str, png: Path | None) -> str:
+def render_html(markdown: str, title: str, *pngs: Path | None) -> str:
     from markdown_it import MarkdownIt
 
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
-    if png:  # one self-contained file: the PNG inline, so the HTML artifact opens anywhere
+    for png in filter(None, pngs):  # one self-contained file: the PNGs inline, so the HTML opens anywhere
         data = base64.b64encode(png.read_bytes()).decode()
         body = body.replace(f'src="{png.name}"', f'src="data:image/png;base64,{data}"')
     return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
@@ -363,16 +408,19 @@ def write_report(root: str | Path, run: dict) -> dict:
             png = plot_curve(read_curve(curve), reports / f"{name}-loss.png", f"{name}: training loss")
         except (OSError, csv.Error) as e:
             log.warning("report: cannot read %s (%s); no loss curve", curve, e)
-    md = render_markdown(root, run, png)
+    evaluation = _load_json(metrics_file(root, "evaluate")) if metrics_file(root, "evaluate").exists() else None
+    cand_png = plot_candidates(evaluation, reports / f"{name}-candidates.png", f"{name}: candidates") \
+        if evaluation and evaluation.get("candidates") else None
+    md = render_markdown(root, run, png, cand_png)
     md_path, html_path = reports / f"{name}.md", reports / f"{name}.html"
     atomic_write_text(md_path, md)
-    atomic_write_text(html_path, render_html(md, f"tinyfoundry run {name}", png))
-    files = [md_path, html_path] + ([png] if png else [])
+    atomic_write_text(html_path, render_html(md, f"tinyfoundry run {name}", png, cand_png))
+    files = [md_path, html_path] + [p for p in (png, cand_png) if p]
     logged = bool(run.get("mlflow_run_id")) and log_to_mlflow(root, run["mlflow_run_id"], files)
     log.info("report: wrote %s (+ .html%s)%s", md_path, ", loss curve" if png else "",
              f", logged to MLflow run {run['mlflow_run_id']}" if logged else "")
     return {"markdown": str(md_path), "html": str(html_path), "loss_png": str(png) if png else None,
-            "logged_to_mlflow": logged}
+            "candidates_png": str(cand_png) if cand_png else None, "logged_to_mlflow": logged}
 
 
 def run_summary(root: str | Path, report: dict, model_name: str = "tinyfoundry-llama",

@@ -15,6 +15,10 @@ class Stage:
     sources: tuple[str, ...] = ()
     live_tracking: bool = False
     """Logs to MLflow while it runs (per-step metrics, registry); other stages are logged after they finish."""
+    before: str | None = None
+    """Optional `module:function(tracking_cfg, cfg_section, inputs, workdir) -> inputs`, run with the stage's MLflow
+    run active before the stage function: registry inputs (the evaluate stage's candidate versions) land in the
+    temporary `workdir` and reach the function as ordinary `--in` folders."""
     after: str | None = None
     """Optional `module:function(tracking_cfg, output, stats) -> extra stats`, run with the stage's MLflow run
     active (model registration, champion alias): tracking belongs to the CLI, not to the stage function."""
@@ -31,12 +35,12 @@ STAGES: dict[str, Stage] = {
     "tokenizer": Stage("tasks.tokenizer:run_tokenizer", "tokenizer"),
     "mix": Stage("tasks.mix:run_mix", "mix"),
     "shard": Stage("tasks.shard:run_shard", "shard"),
-    "train": Stage("tasks.train:run_train", "train", live_tracking=True, after="tasks.train.registry:register_final_model"),
+    "train": Stage("tasks.train:run_train", "train", live_tracking=True, after="tasks.train.registry:register_checkpoints"),
     "evaluate": Stage("tasks.evaluate:run_evaluate", "evaluate", live_tracking=True,
-                      after="tasks.evaluate.registry:update_champion"),
+                      before="tasks.evaluate.registry:fetch_candidates", after="tasks.evaluate.registry:update_champion"),
 }
 
-COMMANDS = {"generate": "tasks.evaluate.cli:generate_main"}
+COMMANDS = {"generate": "tasks.evaluate.cli:generate_main", "lineage": "tasks.lineage:main"}
 
 
 def load_target(target: str):

@@ -230,8 +230,22 @@ def test_evaluate_end_to_end_offline_on_piqa_and_openbookqa(tmp_path, enc, share
                BenchmarkTask(name="arc_easy", data="ARC-Easy-Test.jsonl")],  # not supplied: a recorded skip
         allow_task_errors=True, batch_size=8, device="cpu", bpb_tokens=2048, prompts=["It was a dark and stormy night", "def add(a, b):"],
         max_new_tokens=8)
+    # one registered candidate besides data/model, as registry.fetch_candidates hands it over
+    from tasks.evaluate.export import export_hf
+
+    candidates = tmp_path / "candidates"
+    export_hf(make_model_dir(tmp_path / "other", enc, seed=3), candidates / "v7")
+    (candidates / "candidates.json").write_text(json.dumps([{"version": 7, "step": 5, "tokens_seen": 640,
+                                                             "sha256": "other", "path": "v7"}]))
     out = tmp_path / "eval"
-    stats = run_evaluate(cfg, {"model": model_dir, "eval": shared_data / "eval", "shards": val_docs}, out)
+    stats = run_evaluate(cfg, {"model": model_dir, "eval": shared_data / "eval", "shards": val_docs,
+                               "candidates": candidates}, out)
+    # candidates keyed by step, data/model (meta step 0) among them; the stage's own scores are data/model's
+    assert list(stats["candidates"]) == ["step_0", "step_5"]
+    final, other = stats["candidates"]["step_0"], stats["candidates"]["step_5"]
+    assert final["final"] and final["version"] is None and not other["final"] and other["version"] == 7
+    assert final["piqa"] == stats["piqa"] and final["bpb"] == stats["bpb"] and other["bpb"] != final["bpb"]
+    assert set(other) >= {"piqa", "openbookqa", "bpb", "val_loss", "tokens_seen", "sha256"}
 
     for task in ("piqa", "openbookqa"):
         m = stats[task]

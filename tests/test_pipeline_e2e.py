@@ -241,3 +241,198 @@ def test_ui_shows_the_tiny_pipeline_run(browser, tiny_pipeline):
     check_prefect_ui(page, urls, flow_run, task_runs, "pipeline-")
     check_mlflow_ui(page, urls, parent.info.experiment_id, parent.info.run_name, stages, model, "pipeline-")
     page.close()
+
+
+# ---------------------------------------------------------------------------------------------- model registry
+# Issue 15: the run's kept checkpoints are comparable, evaluated versions that load and serve through MLflow,
+# with lineage back to the fetched files. All on the same tiny pipeline run (the module's fixture).
+
+
+def _model_name(project: Path) -> str:
+    return yaml.safe_load((project / "params.yaml").read_text())["tracking"]["model_name"]
+
+
+def _train_run(client, record: dict):
+    parent = client.get_run(record["mlflow_run_id"])
+    runs = client.search_runs([parent.info.experiment_id],
+                              f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.run_name = 'train'")
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_registry_holds_the_runs_checkpoints_with_metrics_and_champion_on_the_best(tiny_pipeline):
+    import mlflow
+
+    from tasks.evaluate.registry import best_of
+    from tasks.model_registry import version_metrics
+
+    project, urls, env, record, _ = tiny_pipeline
+    client, name = mlflow.MlflowClient(urls.mlflow), _model_name(project)
+    train = _train_run(client, record)
+    versions = sorted(client.search_model_versions(f"name='{name}' and tag.train_run_id='{train.info.run_id}'"),
+                      key=lambda v: int(v.tags["step"]))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    kept = params["train"]["keep_checkpoints"]
+    assert len(versions) == kept >= 2  # the kept checkpoints; the final model is the last of them
+    assert int(versions[-1].tags["step"]) == params["train"]["max_steps"]
+    evaluation = json.loads((project / "metrics" / "eval.json").read_text())
+    metric = evaluation["champion"]["metric"]
+    values = {}
+    for v in versions:
+        m = version_metrics(client, v)
+        assert {metric, "bpb/web", "bpb/books", "tokens_seen", "val/loss"} <= set(m), m
+        assert m["tokens_seen"] == int(v.tags["tokens_seen"]) and v.tags[metric] == f"{m[metric]:.4f}"
+        values[int(v.version)] = (m[metric], int(v.tags["step"]))
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert int(champion.version) == best_of(values, evaluation["champion"]["mode"]) == evaluation["champion_version"]
+    assert {c["version"] for c in evaluation["candidates"].values()} == set(values)
+
+
+def test_the_champion_loads_through_mlflow_and_serves(tiny_pipeline, tmp_path):
+    """`mlflow.transformers.load_model` gives a text-generation pipeline; `mlflow models serve` (a real server on
+    127.0.0.1, `--env-manager local` as offline) answers a generate request with the same text."""
+    import mlflow
+
+    from flows.servers import free_port, stop, wait_healthy
+
+    project, urls, env, record, _ = tiny_pipeline
+    uri = f"models:/{_model_name(project)}@champion"
+    mlflow.set_tracking_uri(urls.mlflow)
+    prompt = "The history of the city"
+    generator = mlflow.transformers.load_model(uri)
+    text = generator(prompt, max_new_tokens=8, do_sample=False)[0]["generated_text"]
+    assert text.startswith(prompt)
+    expected = mlflow.pyfunc.load_model(uri).predict([prompt], params={"max_new_tokens": 8})
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    serve_env = {**env, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", uri,
+                                 "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], cwd=project,
+                                env=serve_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/ping", proc, "mlflow models serve", log, 300)
+        answer = api(f"http://127.0.0.1:{port}/invocations", {"inputs": [prompt], "params": {"max_new_tokens": 8}})
+    finally:
+        stop(proc, "mlflow models serve")
+    assert answer == {"predictions": expected}, (answer, expected)
+    assert answer["predictions"][0].startswith(prompt)
+
+
+def test_lineage_command_prints_hashes_back_to_the_fetched_files(tiny_pipeline):
+    import hashlib
+
+    project, urls, env, record, _ = tiny_pipeline
+    name = _model_name(project)
+    cmd = [sys.executable, "-m", "tasks", "lineage", f"models:/{name}@champion"]
+    res = subprocess.run([*cmd, "--json"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    chain = json.loads(res.stdout)
+    import mlflow
+
+    client = mlflow.MlflowClient(urls.mlflow)
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert chain["model"]["version"] == int(champion.version) and "champion" in chain["model"]["aliases"]
+    assert chain["model"]["checkpoint_sha256"] == champion.tags["checkpoint_sha256"]
+    assert chain["train_run"]["run_id"] == _train_run(client, record).info.run_id
+    manifest = project / "data" / "shards" / "manifest.json"
+    assert chain["shard_manifest"]["matches"] is True
+    assert chain["shard_manifest"]["sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    stages = [s["stage"] for s in chain["stages"]]
+    assert set(stages) == {"shard", "mix", "tokenizer", "filter", "dedup", "ingest@web", "ingest@books",
+                           "ingest@code", "fetch@web", "fetch@books", "fetch@code"}, stages
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert all(s["outs"] == lock[s["stage"]]["outs"] for s in chain["stages"])
+    assert chain["dvc_lock"]["upstream_changed_since"] == []
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for source in ("web", "books", "code"):
+        fetched = chain["fetched"][f"fetch@{source}"]
+        assert [s["uri"] for s in fetched["sources"]] == params["fetch"][source]["uris"]
+        files = {f["relpath"]: f["md5"] for f in fetched["files"]}
+        on_disk = {p.relative_to(project / "data" / "raw" / source).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+                   for p in (project / "data" / "raw" / source).rglob("*") if p.is_file()}
+        assert files == on_disk and files
+    text = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300).stdout
+    web_file, web_md5 = next(iter(sorted({f["relpath"]: f["md5"] for f in chain["fetched"]["fetch@web"]["files"]}.items())))
+    assert f"version {champion.version} of {name}" in text and f"{web_file}  md5 {web_md5}" in text
+
+
+def test_prefect_has_the_report_artifact_and_readable_stage_logs(tiny_pipeline):
+    from tasks.metrics_schema import missing
+
+    project, urls, env, record, _ = tiny_pipeline
+    artifacts = api(f"{urls.prefect_api}/artifacts/filter",
+                    {"artifacts": {"flow_run_id": {"any_": [record["prefect_flow_run_id"]]}}})
+    report = [a for a in artifacts if a["key"] == "tinyfoundry-run-report"]
+    assert len(report) == 1 and report[0]["type"] == "markdown"
+    body = report[0]["data"]
+    champion = json.loads((project / "metrics" / "eval.json").read_text())["champion_version"]
+    assert record["mlflow_run_id"] in body and f"models:/{_model_name(project)}/{champion}" in body
+    assert "## Candidates" in body and "**champion**" in body
+
+    # a stage's Prefect log: our lines and the result, not datatrove's per-file lines (those stay in the file)
+    flow_run, task_runs = prefect_runs(urls, record["flow_run_name"])
+    ingest = next(t for t in task_runs if t["name"] == "ingest@web")
+    lines = [entry["message"] for entry in api(f"{urls.prefect_api}/logs/filter",
+                                               {"logs": {"task_run_id": {"any_": [ingest["id"]]}}, "limit": 200})]
+    full = (project / ".tinyfoundry" / "logs" / record["flow_run_name"] / "ingest@web.log").read_text()
+    assert "Reading input file" in full and not any("Reading input file" in line for line in lines)
+    assert any("stage ingest@web: starting" in line for line in lines)
+    assert any("full log:" in line for line in lines)
+    assert any(" docs in → " in line and "dropped" in line for line in lines)  # the result line
+    assert len(lines) < len(full.splitlines())
+
+    # one metrics schema: every real metrics file has the keys the report reads, and the report shows them
+    for path in (project / "metrics").glob("*.json"):
+        stage = "evaluate" if path.stem == "eval" else path.stem.split("_")[0]
+        assert missing(stage, json.loads(path.read_text())) == [], path.name
+    md = (project / "reports" / f"{record['flow_run_name']}.md").read_text()
+    rows = {line.split("|")[1].strip(): line.split("|") for line in md.splitlines() if line.startswith("| ")}
+    for stage in ("ingest@web", "dedup", "filter", "shard"):
+        assert rows[stage][3].strip() not in ("", "–") and rows[stage][4].strip() not in ("", "–"), rows[stage]
+
+
+def check_registry_ui(page, urls, model: str, versions: list, metric: str, shot_prefix: str) -> None:
+    """The model page lists the versions with their headline metrics (version tags) and the champion alias; the
+    registry's Compare view shows each version's metrics."""
+    import urllib.parse
+
+    expect = __import__("playwright.sync_api", fromlist=["expect"]).expect
+    page.goto(f"{urls.mlflow}/#/models/{model}")
+    for v in versions:
+        expect(page.get_by_text(f"Version {v.version}", exact=True).first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(metric).first).to_be_visible()
+    expect(page.get_by_text("val_bpb").first).to_be_visible()
+    expect(page.get_by_text("champion").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / f"{shot_prefix}mlflow-model-versions.png"), full_page=True)
+    runs = urllib.parse.quote(json.dumps({str(v.version): v.run_id for v in versions}))
+    page.goto(f"{urls.mlflow}/#/compare-model-versions?name={urllib.parse.quote(json.dumps(model))}&runs={runs}")
+    expect(page.get_by_text(f"Comparing {len(versions)} Versions").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(metric).first).to_be_visible()
+    expect(page.get_by_text("bpb/web").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / f"{shot_prefix}mlflow-compare-versions.png"), full_page=True)
+
+
+def check_prefect_artifact(page, urls, flow_run: dict, shot_prefix: str) -> None:
+    expect = __import__("playwright.sync_api", fromlist=["expect"]).expect
+    page.goto(f"{urls.prefect_ui}/runs/flow-run/{flow_run['id']}")
+    expect(page.get_by_text(flow_run["name"]).first).to_be_visible(timeout=60_000)
+    page.get_by_text("Artifacts", exact=True).first.click()
+    expect(page.get_by_text("tinyfoundry-run-report").first).to_be_visible(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / f"{shot_prefix}prefect-artifacts.png"), full_page=True)
+
+
+def test_ui_shows_the_versions_and_the_report_artifact(browser, tiny_pipeline):
+    import mlflow
+
+    project, urls, env, record, _ = tiny_pipeline
+    client, name = mlflow.MlflowClient(urls.mlflow), _model_name(project)
+    versions = client.search_model_versions(f"name='{name}' and tag.train_run_id='{_train_run(client, record).info.run_id}'")
+    assert len(versions) >= 2
+    metric = json.loads((project / "metrics" / "eval.json").read_text())["champion"]["metric"]
+    flow_run, _ = prefect_runs(urls, record["flow_run_name"])
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    check_registry_ui(page, urls, name, versions, metric, "pipeline-")
+    check_prefect_artifact(page, urls, flow_run, "pipeline-")
+    page.close()

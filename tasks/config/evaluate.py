@@ -73,6 +73,12 @@ class EvaluateConfig(Section):
     prompts: list[str] = ["The history of the city", "def fibonacci(n):", "It was a dark and stormy night"]
     """Fixed prompts completed greedily into generations.jsonl."""
     max_new_tokens: int = Field(48, ge=1)
+    candidates: Literal["final", "last", "all"] = "last"
+    """Which registered versions of the training run are scored and compete for `champion` (the train stage
+    registers every kept checkpoint and the final model): `final` (data/model only), `last` (the last `last_k` by
+    step) or `all`. Each candidate costs one more evaluation (benchmarks + bits per byte)."""
+    last_k: int = Field(2, ge=1)
+    """Candidates with `candidates: last`."""
     champion_metric: str = "piqa/acc_norm"
     """Metric deciding the `champion` alias: `<task>/<metric>` (e.g. piqa/acc_norm), `bpb/<source>` or
     `val_loss/<source>`."""

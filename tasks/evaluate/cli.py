@@ -3,8 +3,8 @@
 `python -m tasks generate --prompt "..." [--model models:/<name>@champion] [--max-new-tokens N]`
     loads a registered version (default: the champion) and prints a greedy completion of each prompt.
 `python -m tasks evaluate --model models:/<name>@<alias|version> [--out DIR]`
-    evaluates any registered version exactly like the evaluate stage (same params), tags it with its metrics
-    and lets it compete for the `champion` alias.
+    evaluates any registered version exactly like the evaluate stage (same params), logs its scores as the
+    version's metrics and lets it compete for the `champion` alias.
 """
 from __future__ import annotations
 
@@ -12,30 +12,13 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
 
+from tasks.model_registry import parse_model_uri, resolve_version
+
 log = logging.getLogger("tinyfoundry.evaluate")
-
-MODEL_URI = re.compile(r"models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))")
-
-
-def parse_model_uri(uri: str) -> tuple[str, str]:
-    """`models:/name@champion` → (name, "champion"); `models:/name@3` or `models:/name/3` → (name, "3")."""
-    m = MODEL_URI.fullmatch(uri.strip())
-    if not m:
-        raise SystemExit(f"--model must look like models:/<name>@<alias|version> or models:/<name>/<version>, got {uri!r}")
-    return m["name"], m["alias"] or m["version"]
-
-
-def resolve_version(client, name: str, ref: str):
-    """A ModelVersion from an alias (`champion`) or a version number."""
-    try:
-        return client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
-    except Exception as e:
-        raise SystemExit(f"models:/{name}@{ref} is not in the registry ({type(e).__name__}: {e})") from None
 
 
 def find_model_dir(root: Path) -> Path:
@@ -44,19 +27,6 @@ def find_model_dir(root: Path) -> Path:
         if (cfg.parent / "model.safetensors").exists() and "d_model" in json.loads(cfg.read_text()):
             return cfg.parent
     raise SystemExit(f"the registered artifacts in {root} hold no model.safetensors + config.json (our checkpoint)")
-
-
-def download_version(version, dest: Path) -> Path:
-    """Download a model version's files to `dest` and return the checkpoint folder inside."""
-    import mlflow
-
-    uri = f"models:/{version.name}/{version.version}"
-    log.info("downloading %s (source %s)", uri, version.source)
-    try:
-        path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest))
-    except Exception:  # a plain artifact folder registered as the version's source
-        path = mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(dest))
-    return find_model_dir(Path(path))
 
 
 def _client(params: str, profile: str | None):
@@ -82,16 +52,16 @@ def generate_main(argv: list[str]) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .export import export_hf
     from .intrinsic import generate
+    from .registry import download_hf
 
     cfg, client = _client(args.params, args.profile)
     name, ref = parse_model_uri(args.model or f"models:/{cfg.tracking.model_name}@champion")
     version = resolve_version(client, name, ref)
     with tempfile.TemporaryDirectory(prefix="tinyfoundry-generate-") as tmp:
-        export_hf(download_version(version, Path(tmp) / "model"), Path(tmp) / "hf")
-        model = AutoModelForCausalLM.from_pretrained(Path(tmp) / "hf", dtype=torch.float32).eval()
-        tokenizer = AutoTokenizer.from_pretrained(Path(tmp) / "hf")
+        hf = download_hf(version, Path(tmp) / "hf")
+        model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
+        tokenizer = AutoTokenizer.from_pretrained(hf)
         outs = generate(model, tokenizer, args.prompt, args.max_new_tokens or cfg.evaluate.max_new_tokens)
     for g in outs:
         print(g["prompt"] + g["completion"])
@@ -110,6 +80,10 @@ def evaluate_model_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from tasks.__main__ import parse_inputs, run_stage
+    from tasks.model_registry import SHA_TAG, version_step
+
+    from . import CANDIDATES_FILE
+    from .registry import download_hf, tag_int
 
     cfg, client = _client(args.params, args.profile)
     name, ref = parse_model_uri(args.model)
@@ -120,10 +94,16 @@ def evaluate_model_main(argv: list[str]) -> int:
     inputs = {"eval": Path("data/raw/eval"), "shards": Path("data/shards"), **parse_inputs(args.inputs)}
     out = args.out or Path("data/eval_registry") / f"{name}-v{version.version}"
     with tempfile.TemporaryDirectory(prefix="tinyfoundry-evaluate-") as tmp:
-        inputs["model"] = download_version(version, Path(tmp))
-        # registry.update_champion finds this version again by its checkpoint_sha256 tag
+        # the version is the one candidate: the stage scores it, registry.update_champion logs its metrics
+        download_hf(version, Path(tmp) / "v")
+        step = version_step(version)
+        entry = {"version": int(version.version), "step": step if step >= 0 else None, "path": "v",
+                 "tokens_seen": tag_int(version.tags.get("tokens_seen")), "sha256": version.tags.get(SHA_TAG)}
+        (Path(tmp) / CANDIDATES_FILE).write_text(json.dumps([entry]))
+        inputs["candidates"] = Path(tmp)
         stats = run_stage("evaluate", None, inputs, out, cfg, metrics_file=out.with_name(out.name + ".metrics.json"))
-    print(json.dumps({k: stats[k] for k in ("model_version", "champion_version", "champion_moved") if k in stats}))
+    print(json.dumps({"model_version": int(version.version), "champion_version": stats.get("champion_version"),
+                      "champion_moved": stats.get("champion_moved")}))
     return 0
 
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from models import Llama, build_config
 from models.parallelize import parallelize
 from tasks.atomic import atomic_dir, atomic_write_json
+from tasks.hashing import file_sha256
 from tasks.resume import describe_changes, key_digest, read_key, stage_key
 from tasks.tracking import log_metrics, set_tags
 
@@ -29,6 +30,7 @@ from . import checkpoint
 from .init import InitError, InitSource, check_shape, check_tokenizer, load_weights, resolve
 from .loader import Manifest, Prefetcher, ShardError, TokenLoader
 from .trainer import Trainer, build_optimizer, lr_at, setup_distributed, token_bytes_tensor
+from .weights import save_weights
 
 log = logging.getLogger("tinyfoundry.train")
 
@@ -75,6 +77,16 @@ def explain_fresh_start(checkpoint_dir: Path, ckpt_root: Path, key: dict) -> Non
                  "%d checkpoint folder(s) of other runs stay under %s (delete them when no longer needed)",
                  newest, describe_changes(read_key(others[0] / checkpoint.KEY_FILE), key), len(others),
                  checkpoint_dir)
+
+
+def train_tokens_per_source(manifest: Manifest) -> dict[str, int]:
+    """The data mix the model trains on: training tokens per source, summed over the shards."""
+    totals: dict[str, int] = {}
+    for shard in manifest.raw.get("shards", []):
+        if shard.get("split") == "train":
+            for source, n in (shard.get("tokens_per_source") or {}).items():
+                totals[source] = totals.get(source, 0) + int(n)
+    return totals
 
 
 def load_token_bytes(tokenizer_dir: Path | None):
@@ -160,16 +172,20 @@ def _train(cfg, shards: Path, tokenizer_dir: Path | None, output: Path, ctx) -> 
     checkpointer = checkpoint.Checkpointer(ckpt_root, cfg.keep_checkpoints, async_save=cfg.async_checkpoint)
     meta_base = {"fingerprint": fingerprint, "model_config": model_cfg.to_dict(), "preset": cfg.model.preset,
                  "params": cfg.model_dump(), "git_commit": git_commit(), "world_size": world,
-                 "tokenizer_sha256": manifest.tokenizer_sha256, "init_from": lineage}
+                 "tokenizer_sha256": manifest.tokenizer_sha256,
+                 # what the model registry records of the data (tasks/train/registry.py)
+                 "shard_manifest_sha256": file_sha256(shards / "manifest.json"),
+                 "train_tokens_per_source": train_tokens_per_source(manifest), "init_from": lineage}
     if is_main and lineage:
         set_tags({f"init_from.{k}": v for k, v in lineage.items() if v})
     step, tokens_seen, curve = 0, 0, []
-    resumed_from = None
+    resumed_from, resumed_val = None, {}
     if cfg.resume and (last := checkpoint.latest(ckpt_root)) is not None:
         meta, state = checkpoint.load(last, model, optimizer)
         train_loader.load_state_dict(state["loader"])
         step, tokens_seen, curve = meta["step"], meta["tokens_seen"], meta["curve"]
         trainer.skipped_steps = meta.get("skipped_steps", 0)
+        resumed_val = meta.get("last_val") or {}
         resumed_from = str(last)
         log.info("resumed from %s: step %d, %d tokens seen (same code, inputs and params)", last, step, tokens_seen)
     else:
@@ -190,7 +206,8 @@ def _train(cfg, shards: Path, tokenizer_dir: Path | None, output: Path, ctx) -> 
     flops_per_token = model_cfg.flops_per_token(cfg.seq_len)
 
     def save_checkpoint():
-        meta = {**meta_base, "tokens_seen": tokens_seen, "curve": curve, "skipped_steps": trainer.skipped_steps}
+        meta = {**meta_base, "tokens_seen": tokens_seen, "curve": curve, "skipped_steps": trainer.skipped_steps,
+                "last_val": {**last_val, "step": last_val_step} if last_val else resumed_val}
         checkpointer.save(step, model, optimizer, {"loader": train_loader.state_dict()}, meta)
 
     def validate() -> dict:
@@ -199,6 +216,7 @@ def _train(cfg, shards: Path, tokenizer_dir: Path | None, output: Path, ctx) -> 
         return trainer.evaluate(val_loader, cfg.eval_batches, token_bytes)
 
     last_val: dict = {}
+    last_val_step = 0
     started, window_t, window_tokens = time.time(), time.time(), 0
     last_tok_s = last_mfu = 0.0
     progress = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not is_main, mininterval=5, unit="step")
@@ -212,7 +230,7 @@ def _train(cfg, shards: Path, tokenizer_dir: Path | None, output: Path, ctx) -> 
         progress.update(1)
         row = {"step": step, "train_loss": res.loss, "val_loss": None, "lr": lr}
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            last_val = validate()
+            last_val, last_val_step = validate(), step
             row["val_loss"] = last_val.get("val_loss")
             if last_val and is_main:
                 log.info("step %d: validation loss %.4f, bits per byte %s", step, last_val["val_loss"],
@@ -283,11 +301,8 @@ def ctx_mesh(device: torch.device, world: int):
 
 def write_output(output: Path, state_dict: dict, model_cfg, cfg, stats: dict, meta_base: dict, curve: list[dict],
                  tokenizer_dir: Path | None) -> None:
-    from safetensors.torch import save_file
-
     with atomic_dir(output, resume=False) as out:
-        tensors = {k: v.detach().float().contiguous().cpu() for k, v in sorted(state_dict.items())}
-        save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+        save_weights(state_dict, out / "model.safetensors")
         (out / "config.json").write_text(json.dumps({**model_cfg.to_dict(), "preset": cfg.model.preset}, indent=2,
                                                     sort_keys=True) + "\n")
         meta = {**meta_base, **{k: stats[k] for k in ("step", "tokens_seen", "final_train_loss", "final_val_loss",
