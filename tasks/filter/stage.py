@@ -86,8 +86,8 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
     from .heuristics import TolerantJsonlReader, heuristic_steps, writer
 
     cfg.check_heuristic_kwargs()
-    source = Path(inputs["docs"])
-    output = Path(output)
+    source = Path(inputs["docs"]).absolute()
+    output = Path(output).absolute()  # Slurm and Ray tasks do not start in this folder
     fingerprint = _fingerprint(cfg, source)
     previous = staging_path(output) / "fingerprint.json"
     resume = previous.exists() and json.loads(previous.read_text()) == fingerprint

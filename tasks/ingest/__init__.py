@@ -53,7 +53,7 @@ def _build(cfg, raw: Path, output: Path) -> tuple[str, list]:
 def run_ingest(cfg, inputs: dict[str, Path], output: Path) -> dict:
     if "raw" not in inputs:
         raise ValueError(f"ingest needs --in raw=PATH (a folder, file or glob); got inputs {sorted(inputs)}")
-    raw, output = Path(inputs["raw"]), Path(output)
+    raw, output = Path(inputs["raw"]).absolute(), Path(output).absolute()  # Slurm/Ray tasks start elsewhere
     fingerprint = _fingerprint(cfg, raw)
     stage = staging_path(output)
     previous = stage / FINGERPRINT
