@@ -52,7 +52,9 @@ def make_executor(cfg: ExecutorConfig, pipeline: list, logging_dir: Path, job_na
         return SlurmArrayExecutor(pipeline, tasks=cfg.tasks, workers=cfg.workers, time=s.time, partition=s.partition,
                                   cpus_per_task=s.cpus_per_task, mem_per_cpu_gb=s.mem_per_cpu_gb,
                                   job_name=job_name, logging_dir=str(logging_dir), slurm_logs_folder=s.logging_dir,
-                                  env_command=s.env_command, job_id_retriever=JobIds(), qos="")
+                                  env_command=s.env_command, job_id_retriever=JobIds(), qos="",
+                                  # whole megabytes: sbatch rejects datatrove's "0.5G"
+                                  sbatch_args={"mem-per-cpu": f"{max(1, round(s.mem_per_cpu_gb * 1024))}M"})
     try:
         import ray
     except ImportError:

@@ -223,3 +223,15 @@ def missing(what: str) -> None:
     if os.environ.get("CI", "").lower() in ("true", "1"):
         pytest.fail(f"CI=true but {what}", pytrace=False)
     pytest.skip(what)
+
+
+class Sleep:
+    """A datatrove pipeline step that only waits (for time-limit tests; importable by Slurm tasks when
+    tests/ is on their PYTHONPATH)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def __call__(self, data, rank: int = 0, world_size: int = 1):
+        time.sleep(self.seconds)
+        return data

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Section
+from .base import Section, available_cpus, resolve_auto
 
 SOURCES = ("web", "books", "code")
 
@@ -48,11 +48,17 @@ class DedupConfig(Section):
     """LSH index storage: compact in-process arrays, or datasketch's Redis storage (shared by machines)."""
     redis: RedisStorage = RedisStorage()
     processes: int = Field(2, ge=1)
-    """Worker processes computing signatures (1: in the stage's own process)."""
+    """Worker processes computing signatures (1: in the stage's own process), or `auto`: one per available
+    core. Outputs do not depend on it."""
     batch_docs: int = Field(256, ge=1)
     """Documents per signature task sent to a worker."""
     shard_docs: int = Field(50_000, ge=1)
     """Documents per output shard."""
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _auto_processes(cls, v):
+        return resolve_auto(v, available_cpus())
 
     @field_validator("keep_priority")
     @classmethod
