@@ -312,6 +312,10 @@ def _peak_rss_mb() -> tuple[float, float]:
 
 
 def run_dedup(cfg, inputs: dict[str, Path], output: Path) -> dict:
+    if cfg.engine == "datatrove":
+        from .datatrove_engine import run_datatrove_dedup
+
+        return run_datatrove_dedup(cfg, inputs, output)
     started = time.time()
     hasher = Hasher(cfg.shingle_words, cfg.num_perm, cfg.seed)
     log.info("dedup: %d-word shingles, %d permutations, %d bands x %d rows (LSH threshold ~%.2f) in %d "
