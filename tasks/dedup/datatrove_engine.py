@@ -102,6 +102,8 @@ class Ordinal:
 
 
 class Untag:
+    """Drops the `Ordinal` tag before kept documents are written."""
+
     def __call__(self, data, rank: int = 0, world_size: int = 1):
         for doc in data:
             doc.metadata.pop(ORDINAL, None)
@@ -295,7 +297,7 @@ def _run_stages(cfg, work: Path, stage: Path) -> tuple[dict, float]:
     started = time.time()
     ex, mh = cfg.executor, minhash_config(cfg)
     read = lambda rejects: DedupReader(str(work / "input"), rejects)  # noqa: E731
-    run_executor(ex, [read(rejects_writer(work / "scratch", "malformed")), Ordinal(),
+    run_executor(ex, [read(rejects_writer(work / "scratch", "malformed")),
                       SignaturesWithFacts(str(work / "sigs"), str(work / "facts"), mh)],
                  work / "logs_signatures", "dedup-signatures")
     sig_seconds = time.time() - started
