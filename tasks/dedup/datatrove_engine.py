@@ -43,6 +43,7 @@ from tasks.executor import run_executor
 from tasks.ingest.common import DocsWriter, RejectingReader, rejects_writer
 
 from .minhash import exact_digest
+from .stage import input_folders
 
 log = logging.getLogger("tinyfoundry.dedup")
 
@@ -248,14 +249,7 @@ def choose_keepers(work: Path, cfg, tasks: int, clusters_path: Path) -> dict:
 
 def _stage_inputs(inputs: dict[str, Path], folder: Path, skipped: collections.Counter) -> None:
     folder.mkdir(parents=True)
-    for name in sorted(inputs):
-        source = Path(inputs[name]).absolute()
-        if not source.is_dir():
-            log.warning("input %s: folder %s does not exist; nothing read from it", name, source)
-            skipped["missing_input"] += 1
-            continue
-        if not doc_files(source):
-            log.warning("input %s: no *.jsonl.gz shards under %s", name, source)
+    for name, source in input_folders(inputs, skipped):
         for path in doc_files(source):
             os.symlink(path.absolute(), folder / f"{name}{STAGED_SEP}{path.name}")
 
