@@ -89,17 +89,30 @@ def ray_cluster(root: Path, nodes: int = 2, cpus_per_node: int = 1, memory_gb: f
     procs: list[subprocess.Popen] = []
     logs = [root / f"node{i}.log" for i in range(nodes)]
     commands = [[str(BIN / "ray"), "start", "--head", f"--port={port}", "--include-dashboard=false",
-                 f"--dashboard-port={free_port()}",
-                 f"--temp-dir={root / 'tmp'}", *node_args()]]
+                 f"--dashboard-port={free_port()}", f"--temp-dir={root / 'tmp'}", *node_args()]]
     commands += [[str(BIN / "ray"), "start", f"--address={address}", *node_args()] for _ in range(nodes - 1)]
+
+    def start(i: int, up) -> None:
+        """Start node i; `ray start` gives a node 30 s (fixed) to register, which an overloaded machine can
+        miss: a start that exits is retried twice."""
+        for attempt in range(3):
+            proc = subprocess.Popen(commands[i], stdout=open(logs[i], "ab"), stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True, cwd=root)
+            try:
+                _wait_for(up, f"ray node {i}", 180, logs[i:i + 1], [proc])
+                procs.append(proc)
+                return
+            except RuntimeError:
+                if proc.poll() is None or attempt == 2:
+                    procs.append(proc)
+                    raise
+                _stop([proc], grace_s=2)
+
     try:
-        for i, command in enumerate(commands):
-            procs.append(subprocess.Popen(command, stdout=open(logs[i], "wb"), stderr=subprocess.STDOUT, env=env,
-                                          start_new_session=True, cwd=root))
-            if i == 0:
-                _wait_for(lambda: _accepts(port), "ray head", 120, logs, procs)
+        start(0, lambda: _accepts(port))
         ray.init(address=address, log_to_driver=False)
-        _wait_for(lambda: sum(n["Alive"] for n in ray.nodes()) >= nodes, f"{nodes} Ray nodes", 120, logs, procs)
+        for i in range(1, nodes):
+            start(i, lambda: sum(n["Alive"] for n in ray.nodes()) > i)
         yield address
     finally:
         ray.shutdown()

@@ -40,6 +40,8 @@ def slurm(tmp_path_factory):
     if absent := slurm_missing():
         missing(f"Slurm is not installed ({', '.join(absent)} missing); Debian: apt-get install slurmctld slurmd "
                 "slurm-client munge (.ci/run does)")
+    if os.geteuid() != 0:
+        missing("slurmd must run as root to start jobs as their user; run the tests as root (CI does)")
     from tasks.executor import run_executor
 
     root = tmp_path_factory.mktemp("slurm")
