@@ -28,7 +28,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
+def _stop(procs: list[subprocess.Popen], grace_s: float = 5.0) -> None:
     """SIGTERM each process group we started (children included), then SIGKILL what is left."""
     for p in reversed(procs):
         try:

@@ -13,9 +13,9 @@ from tasks.config.filter import ClassifierConfig, FilterConfig
 from tasks.config.ingest import BooksIngestConfig, WebIngestConfig
 from tasks.docs import iter_docs, write_docs
 
-WARCS = ["CC-MAIN-20200808165417-20200808195417-00395.sample.warc.gz", "debian-reference.warc.gz"]
+WARCS = ["CC-MAIN-20200808165417-20200808195417-00395.sample.warc.gz", "dolma-sample-0000.warc.gz"]
 BOOKS = ["pg11.txt.gz", "pg35.txt.gz", "pg21937.txt.gz", "pg17997.txt.gz"]
-LOCAL = ExecutorConfig(kind="local", tasks=2, workers=2)
+LOCAL = ExecutorConfig(kind="local", tasks=2, workers=1)  # same 2 tasks (so the same outputs), in this process
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def test_ingest_through_slurm_matches_local(slurm, shared_data, tmp_path):
     for name in BOOKS:
         os.symlink(shared_data / "books" / name, raw / name)
     on_slurm = ExecutorConfig(kind="slurm", tasks=2, workers=2, slurm=slurm_settings(root))
-    local = run_ingest(BooksIngestConfig(executor=ExecutorConfig(tasks=2, workers=2)), {"raw": raw}, tmp_path / "local")
+    local = run_ingest(BooksIngestConfig(executor=ExecutorConfig(tasks=2, workers=1)), {"raw": raw}, tmp_path / "local")
     remote = run_ingest(BooksIngestConfig(executor=on_slurm), {"raw": raw}, tmp_path / "slurm")
     assert local == remote and local["docs_out"] == len(BOOKS)
     assert _tree(tmp_path / "local") == _tree(tmp_path / "slurm")
