@@ -53,8 +53,8 @@ def available_cpus() -> int:
 
 
 def resolve_auto(value, auto: int):
-    """`auto` → `auto` (a count worked out by the caller); anything else is left for the field to validate.
-    A misspelt word fails here, naming both allowed forms."""
+    """The word `auto` → the count `auto` the caller worked out; anything else is left for the field to
+    validate. A misspelt word fails here, naming both allowed forms."""
     if isinstance(value, str) and not value.strip().isdigit():
         if value != "auto":
             raise ValueError("must be a positive integer or 'auto'")
