@@ -21,8 +21,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from tasks import redact
-from tasks.atomic import atomic_write_json
-from tasks.config import ConfigError, PipelineConfig, ensure_library_checks, load_config, read_yaml
+from tasks.atomic import atomic_write_json, atomic_write_text
+from tasks.config import (ConfigError, PipelineConfig, deep_merge, ensure_library_checks, load_config, parse_config,
+                          read_yaml)
 from tasks.lock import ProjectBusy, project_lock, project_root
 from tasks.metrics_schema import conform, missing
 from tasks.stages import COMMANDS, STAGES, load_target, metrics_path
@@ -89,6 +90,40 @@ def profile_args(profile: str) -> str:
     return " ".join(f"-S {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in overrides.items())
 
 
+def apply_profile(params: str | Path, profile: str | Path, only: str | None = None) -> dict:
+    """Write a profile's values (or only its `only` section) into the params file, keeping its comments,
+    quotes and layout (ruamel round-trip); validated before anything is written. Returns the values written,
+    flattened."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    overrides = read_yaml(profile)
+    if only is not None:
+        if only not in overrides:
+            raise ConfigError(f"profile {profile} has no `{only}` section")
+        overrides = {only: overrides[only]}
+    parse_config(deep_merge(read_yaml(params), overrides))  # fails, naming the key, before the file changes
+
+    def merge(node, values: dict) -> None:  # as deep_merge: mappings key by key, anything else replaced
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(node.get(key), dict):
+                merge(node[key], value)
+            else:
+                node[key] = value
+
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes, yaml.width = True, 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    data = yaml.load(Path(params).read_text())
+    merge(data, overrides)
+    out = io.StringIO()
+    yaml.dump(data, out)
+    atomic_write_text(params, out.getvalue())
+    return flatten(overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=os.environ.get("TINYFOUNDRY_LOG_LEVEL", "INFO"),
@@ -109,12 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, help="metrics JSON (default metrics/<stage>[_<source>].json)")
     parser.add_argument("--params", default=os.environ.get("TINYFOUNDRY_PARAMS", "params.yaml"))
     parser.add_argument("--profile", help="a profiles/*.yaml file merged over --params")
+    parser.add_argument("--apply", action="store_true", help="profile: write its values into --params")
+    parser.add_argument("--only", metavar="SECTION", help="profile --apply: only this section (e.g. train)")
     args = parser.parse_args(argv)
 
     if args.stage == "profile":
         if not args.source:
             parser.error("profile needs a file, e.g. `python -m tasks profile profiles/gpu-125m.yaml`")
-        load_config(args.params, args.source)  # validate before printing anything
+        try:
+            load_config(args.params, args.source)  # validate before printing or writing anything
+            if args.apply:
+                written = apply_profile(args.params, args.source, args.only)
+                print(f"{args.params}: applied {len(written)} value(s) from {args.source}"
+                      + (f" (section {args.only})" if args.only else ""))
+                return 0
+        except ConfigError as e:
+            print(f"config error: {e}", file=sys.stderr)
+            return 2
         print(profile_args(args.source))
         return 0
     try:

@@ -168,7 +168,8 @@ def test_sbatch_runs_one_torchrun_per_node_with_the_dvc_train_command(tmp_path):
     log = tmp_path / "calls.log"
     for name, body in {"scontrol": 'printf "gpu-a17\\ngpu-a18\\n"',
                        "srun": f'echo "srun $*" >> {log}; while [[ $1 == --* ]]; do shift; done; exec "$@"',
-                       "torchrun": f'echo "torchrun $*" >> {log}', "dvc": f'echo "dvc $*" >> {log}'}.items():
+                       "torchrun": f'echo "torchrun $*" >> {log}', "dvc": f'echo "dvc $*" >> {log}',
+                       "python": f'echo "python $*" >> {log}'}.items():
         (stubs / name).write_text(f"#!/usr/bin/env bash\n{body}\n")
         (stubs / name).chmod(0o755)
     work = tmp_path / "proj"
@@ -186,7 +187,9 @@ def test_sbatch_runs_one_torchrun_per_node_with_the_dvc_train_command(tmp_path):
     train_cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["cmd"]
     dvc_args = shlex.split(train_cmd)[shlex.split(train_cmd).index("-m"):]
     got = torchrun[torchrun.index("-m"):]
-    assert got[:len(dvc_args)] == dvc_args and got[len(dvc_args):] == ["--profile", "profiles/gpu.yaml"]
+    assert got == dvc_args  # params come from params.yaml alone, which the profile's train section was written into
+    assert calls.index("python -m tasks profile profiles/gpu.yaml --apply --only train") < calls.index(
+        next(c for c in calls if c.startswith("torchrun")))
     assert calls[-1] == "dvc commit --force train"
     # and a missing profile is refused before anything is submitted
     bad = subprocess.run(["bash", str(INFRA / "slurm" / "train.sbatch"), "nope.yaml"], env=env,

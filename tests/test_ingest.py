@@ -362,12 +362,10 @@ def test_executor_kinds_from_config(tmp_path):
     local = make_executor(ExecutorConfig(tasks=3, workers=2), steps, tmp_path / "logs", "ingest-web")
     assert type(local).__name__ == "LocalPipelineExecutor" and local.world_size == 3 and local.workers == 2
     slurm = make_executor(ExecutorConfig(kind="slurm", tasks=8, workers=4), steps, tmp_path / "logs", "ingest-web")
-    assert type(slurm).__name__ == "SlurmPipelineExecutor" and slurm.tasks == 8 and slurm.partition == "cpu"
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        with pytest.raises(RuntimeError, match="pip install ray"):
-            make_executor(ExecutorConfig(kind="ray"), steps, tmp_path / "logs", "ingest-web")
+    from datatrove.executor import SlurmPipelineExecutor
+
+    assert isinstance(slurm, SlurmPipelineExecutor) and slurm.tasks == 8 and slurm.partition == "cpu"
+    assert slurm.get_sbatch_args()["mem-per-cpu"] == "2048M"  # whole megabytes: sbatch refuses "0.5G"
 
 
 def test_web_record_sharding_matches_single_task(tmp_path):

@@ -1,6 +1,8 @@
 """Shared base for config sections: strict, frozen, documented pydantic models."""
 from __future__ import annotations
 
+import os
+
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 
@@ -53,3 +55,21 @@ def inherit_default(data: dict, key: str, children: tuple[str, ...]) -> dict:
         if isinstance(sub, dict) and key not in sub:
             data[child] = {key: default, **sub}
     return data
+
+
+def available_cpus() -> int:
+    """Cores this process may run on (its CPU affinity: a Slurm or container cpuset), else os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def resolve_auto(value, auto: int):
+    """The word `auto` → the count `auto` the caller worked out; anything else is left for the field to
+    validate. A misspelt word fails here, naming both allowed forms."""
+    if isinstance(value, str) and not value.strip().isdigit():
+        if value != "auto":
+            raise ValueError("must be a positive integer or 'auto'")
+        return auto
+    return value

@@ -5,7 +5,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Section
+from .base import Section, available_cpus, resolve_auto
+from .executor import ExecutorConfig
 
 SOURCES = ("web", "books", "code")
 
@@ -19,6 +20,13 @@ class RedisStorage(Section):
 
 
 class DedupConfig(Section):
+    engine: Literal["native", "datatrove"] = "native"
+    """`native`: signatures in worker processes, one in-memory (or Redis) LSH index, fastest on one machine.
+    `datatrove`: datatrove's MinHash stages (signatures → buckets → clusters → filter) on `executor`, no
+    process holding every document: for corpora past one machine (docs/dedup.md, "Which engine")."""
+    executor: ExecutorConfig = ExecutorConfig()
+    """Where `engine: datatrove` runs its stages (local processes, Slurm, Ray); its signature and filter
+    stages use `tasks` tasks (the inputs' shards are split between them), the bucket stage `bands` tasks."""
     shingle_words: int = Field(5, ge=1)
     """Word n-gram size of the shingles (FineWeb: 5). A document shorter than this is one shingle."""
     num_perm: int = Field(112, ge=8)
@@ -48,11 +56,17 @@ class DedupConfig(Section):
     """LSH index storage: compact in-process arrays, or datasketch's Redis storage (shared by machines)."""
     redis: RedisStorage = RedisStorage()
     processes: int = Field(2, ge=1)
-    """Worker processes computing signatures (1: in the stage's own process)."""
+    """Worker processes computing signatures (1: in the stage's own process), or `auto`: one per available
+    core. Outputs do not depend on it."""
     batch_docs: int = Field(256, ge=1)
     """Documents per signature task sent to a worker."""
     shard_docs: int = Field(50_000, ge=1)
     """Documents per output shard."""
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _auto_processes(cls, v):
+        return resolve_auto(v, available_cpus())
 
     @field_validator("keep_priority")
     @classmethod
@@ -68,6 +82,18 @@ class DedupConfig(Section):
     def _bands_rows(self):
         if self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands*rows ({self.bands}*{self.rows}) must not exceed num_perm ({self.num_perm})")
+        return self
+
+    @model_validator(mode="after")
+    def _datatrove_engine(self):
+        if self.engine != "datatrove":
+            return self
+        native_only = {"band_layouts": (self.band_layouts, 1), "storage": (self.storage, "memory"),
+                       "verify": (self.verify, "estimate"), "num_perm": (self.num_perm, self.bands * self.rows)}
+        for key, (value, needed) in native_only.items():
+            if value != needed:
+                raise ValueError(f"{key} must be {needed!r} with engine 'datatrove', not {value!r} (datatrove computes "
+                                 "bands*rows hash values, bands them once and keeps no shingle sets or index)")
         return self
 
     def index_shape(self) -> tuple[int, tuple[int, int]]:

@@ -64,10 +64,8 @@ def _bad(reason: str, where: str, raw: str, source: str) -> dict:
     return {"text": raw, "id": where, "metadata": {"source": source, "reject_reason": reason}}
 
 
-def read_inputs(inputs: dict[str, Path], skipped: collections.Counter | None = None) -> Iterator[tuple[str, dict]]:
-    """Yield ("ok", doc) for each valid document and ("malformed", reject) for each bad line, in a fixed
-    order (inputs by name, files sorted, lines in order). Never raises on bad content."""
-    skipped = collections.Counter() if skipped is None else skipped
+def input_folders(inputs: dict[str, Path], skipped: collections.Counter) -> Iterator[tuple[str, Path]]:
+    """(name, folder) of each input, by name; a missing folder is logged and counted (`missing_input`)."""
     for name in sorted(inputs):
         folder = Path(inputs[name])
         if not folder.is_dir():
@@ -76,6 +74,14 @@ def read_inputs(inputs: dict[str, Path], skipped: collections.Counter | None = N
             continue
         if not doc_files(folder):
             log.warning("input %s: no *.jsonl.gz shards under %s", name, folder)
+        yield name, folder
+
+
+def read_inputs(inputs: dict[str, Path], skipped: collections.Counter | None = None) -> Iterator[tuple[str, dict]]:
+    """Yield ("ok", doc) for each valid document and ("malformed", reject) for each bad line, in a fixed
+    order (inputs by name, files sorted, lines in order). Never raises on bad content."""
+    skipped = collections.Counter() if skipped is None else skipped
+    for name, folder in input_folders(inputs, skipped):
         for problem, doc, where, raw in scan_docs(folder, skipped=skipped):
             if problem:
                 yield "malformed", _bad(problem, f"{name}/{where}", raw, name)
@@ -312,6 +318,10 @@ def _peak_rss_mb() -> tuple[float, float]:
 
 
 def run_dedup(cfg, inputs: dict[str, Path], output: Path) -> dict:
+    if cfg.engine == "datatrove":
+        from .datatrove_engine import run_datatrove_dedup
+
+        return run_datatrove_dedup(cfg, inputs, output)
     started = time.time()
     hasher = Hasher(cfg.shingle_words, cfg.num_perm, cfg.seed)
     log.info("dedup: %d-word shingles, %d permutations, %d bands x %d rows (LSH threshold ~%.2f) in %d "

@@ -179,9 +179,9 @@ def run_filter(cfg: FilterConfig, inputs: dict[str, Path], output: Path) -> dict
     from .heuristics import TolerantJsonlReader, heuristic_steps, writer
 
     cfg.check_heuristic_kwargs()
-    source = Path(inputs["docs"])
-    output = Path(output)
-    reference = Path(inputs["reference"]) if inputs.get("reference") else None
+    source = Path(inputs["docs"]).absolute()
+    output = Path(output).absolute()  # Slurm and Ray tasks do not start in this folder
+    reference = Path(inputs["reference"]).absolute() if inputs.get("reference") else None
     if cfg.classifier.model_path is None and (reference is None or not reference.is_dir()):
         raise ValueError("filter: training the quality classifier needs the reference corpus: --in reference=<folder> "
                          "(dvc.yaml passes data/raw/reference, fetched from fetch.reference), or set "

@@ -44,7 +44,7 @@ def run_ingest(cfg, inputs: dict[str, Path], output: Path) -> dict:
         raise ValueError(f"ingest needs --in raw=PATH (a folder, file or glob); got inputs {sorted(inputs)}")
     if type(cfg) not in SOURCES:
         raise TypeError(f"run_ingest needs a Web/Books/CodeIngestConfig section, got {type(cfg).__name__}")
-    source, raw, output = SOURCES[type(cfg)], Path(inputs["raw"]), Path(output)
+    source, raw, output = SOURCES[type(cfg)], Path(inputs["raw"]).absolute(), Path(output).absolute()
     with resumable_dir(output, stage_key(f"ingest@{source}", datatrove_params(cfg), {"raw": raw})) as staging:
         pipeline = _build(source, cfg, raw, staging)
         log.info("ingest %s: reading %s with %s executor, %d tasks", source, raw, cfg.executor.kind, cfg.executor.tasks)
