@@ -20,8 +20,8 @@ from tasks.config.pipeline import TrackingConfig
 from tasks.config.train import TrainConfig
 from tasks.hashing import file_sha256
 from tasks.train.init import InitError, inspect_local, load_weights, resolve
-from tasks.train.registry import register_final_model
-from train_helpers import VOCAB, book_shards, byte_lengths, write_shards
+from tasks.train.registry import register_checkpoints
+from train_helpers import VOCAB, book_shards, byte_lengths, byte_tokenizer_dir, write_shards
 
 SHAPE = {"n_layer": 2, "d_model": 64, "n_head": 4, "n_kv_head": 2, "ffn_hidden": 128}
 
@@ -44,10 +44,11 @@ def trained(tmp_path_factory, shared_data):
     shards = book_shards(root / "shards", shared_data, max_chars=150_000)
     train.load_token_bytes, saved = (lambda _d: byte_lengths()), train.load_token_bytes
     try:
-        stats = train.run_train(cfg(root, "src"), {"shards": shards}, root / "src" / "model")
+        stats = train.run_train(cfg(root, "src"), {"shards": shards, "tokenizer": byte_tokenizer_dir(root / "tok")},
+                                root / "src" / "model")
     finally:
         train.load_token_bytes = saved
-    return {"root": root, "shards": shards, "model": root / "src" / "model", "stats": stats,
+    return {"root": root, "shards": shards, "tokenizer": root / "tok", "model": root / "src" / "model", "stats": stats,
             "ckpt": root / "src" / "ckpt" / stats["fingerprint"]}
 
 
@@ -103,19 +104,19 @@ def test_registry_source_is_pinned_to_a_version_and_tagged(trained, tmp_path, mo
     mlflow = setup("init-test", root=tmp_path)
     tracking = TrackingConfig(model_name="tiny-init")
     with mlflow.start_run():
-        register_final_model(tracking, trained["model"], {"step": 10})
+        first = register_checkpoints(tracking, trained["model"], {"step": 10})["registered_version"]
     client = mlflow.MlflowClient()
-    client.set_registered_model_alias("tiny-init", "champion", "1")
+    client.set_registered_model_alias("tiny-init", "champion", str(first))
     with mlflow.start_run() as run:
         train.run_train(cfg(tmp_path, "reg", max_steps=2, init_from="models:/tiny-init@champion"),
-                        {"shards": trained["shards"]}, tmp_path / "out")
-        register_final_model(tracking, tmp_path / "out", {"step": 2})
+                        {"shards": trained["shards"], "tokenizer": trained["tokenizer"]}, tmp_path / "out")
+        second = register_checkpoints(tracking, tmp_path / "out", {"step": 2})["registered_version"]
     sha = file_sha256(trained["model"] / "model.safetensors")
     tags = client.get_run(run.info.run_id).data.tags
-    assert tags["init_from.uri"] == "models:/tiny-init@champion" and tags["init_from.version"] == "1"
+    assert tags["init_from.uri"] == "models:/tiny-init@champion" and tags["init_from.version"] == str(first)
     assert tags["init_from.sha256"] == sha and tags["init_from.kind"] == "registry"
-    v2 = client.get_model_version("tiny-init", "2")
-    assert v2.tags["init_from.version"] == "1" and v2.tags["init_from.sha256"] == sha
+    v2 = client.get_model_version("tiny-init", str(second))
+    assert v2.tags["init_from.version"] == str(first) and v2.tags["init_from.sha256"] == sha
     assert v2.tags["init_from.name"] == "tiny-init"
     assert first_loss(tmp_path / "out") < trained["stats"]["final_train_loss"] + 0.3
     # a registered version of another shape fails before the first step, naming the field

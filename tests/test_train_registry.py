@@ -15,23 +15,10 @@ from tasks.config.pipeline import TrackingConfig
 from tasks.config.train import TrainConfig
 from tasks.hashing import file_sha256
 from tasks.tracking import setup
-from train_helpers import EOT, book_texts, byte_lengths, byte_tokens, write_shards
+from train_helpers import book_texts, byte_lengths, byte_tokenizer_dir, byte_tokens, write_shards
 
 NAME = "tiny-registry-test"
 TINY = {"preset": "10m", "overrides": {"n_layer": 2, "d_model": 64, "n_head": 4, "n_kv_head": 2, "ffn_hidden": 192}}
-
-
-def byte_tokenizer_dir(folder: Path) -> Path:
-    """A byte-level tokenizer (id = byte value, EOT = 256) as tokenizer.json: what the byte shards were cut with."""
-    import tiktoken
-
-    from tasks.evaluate.export import tiktoken_to_hf
-
-    enc = tiktoken.Encoding(name="bytes", pat_str=r"""[^\n]+|\n""", mergeable_ranks={bytes([i]): i for i in range(256)},
-                            special_tokens={"<|endoftext|>": EOT})
-    folder.mkdir(parents=True)
-    tiktoken_to_hf(enc).save(str(folder / "tokenizer.json"))
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -87,3 +87,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def byte_tokenizer_dir(folder: Path) -> Path:
+    """A byte-level tokenizer (id = byte value, EOT = 256) as tokenizer.json: what the byte shards were cut with."""
+    import tiktoken
+
+    from tasks.evaluate.export import tiktoken_to_hf
+
+    enc = tiktoken.Encoding(name="bytes", pat_str=r"""[^\n]+|\n""", mergeable_ranks={bytes([i]): i for i in range(256)},
+                            special_tokens={"<|endoftext|>": EOT})
+    folder.mkdir(parents=True)
+    tiktoken_to_hf(enc).save(str(folder / "tokenizer.json"))
+    return folder

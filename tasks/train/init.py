@@ -176,7 +176,7 @@ def weights_sha256(source: InitSource) -> str:
 
     if source.kind == "checkpoint":
         files = [source.path / ".metadata", source.path / "meta.json"]
-    elif source.kind == "hf":
+    elif source.kind in ("hf", "registry"):
         files = sorted(source.path.glob("*.safetensors"))
     else:
         files = [source.path / "model.safetensors"]
@@ -192,9 +192,11 @@ def resolve(uri: str, download_dir: Path) -> InitSource:
     if not is_registry_uri(uri):
         source = inspect_local(uri)
     else:
-        from tasks.evaluate.cli import download_version, resolve_version
-        from tasks.tracking import flush_current
         import mlflow
+
+        from tasks.evaluate.registry import download_hf
+        from tasks.model_registry import SHA_TAG, resolve_version
+        from tasks.tracking import flush_current
 
         name, ref = parse_registry_uri(uri)
         flush_current()  # the stage's run sets MLflow's tracking URI in its own thread
@@ -207,13 +209,16 @@ def resolve(uri: str, download_dir: Path) -> InitSource:
             from tasks.atomic import atomic_dir
 
             with atomic_dir(dest, resume=False) as tmp:
-                download_version(version, tmp)
+                download_hf(version, tmp)  # versions are transformers models: a Hugging Face folder
                 (tmp / ".complete").write_text(uri + "\n")
-        model_dir = next(p.parent for p in sorted(dest.rglob("model.safetensors"), key=lambda p: len(p.parts)))
-        source = inspect_local(uri, model_dir)
+        source = inspect_local(uri, dest)
         source.kind = "registry"
         source.registry = {"name": name, "version": str(version.version), "run_id": version.run_id or ""}
-        log.info("init_from %s is version %s (downloaded to %s)", uri, version.version, model_dir)
+        source.tokenizer_sha256 = source.tokenizer_sha256 or (version.tags or {}).get("tokenizer_sha256")
+        log.info("init_from %s is version %s (downloaded to %s)", uri, version.version, dest)
+        # identity: the version's checkpoint sha (of our model.safetensors), the one the registry searches by
+        source.sha256 = (version.tags or {}).get(SHA_TAG) or weights_sha256(source)
+        return source
     source.sha256 = weights_sha256(source)
     return source
 
@@ -228,7 +233,7 @@ def load_weights(source: InitSource, model) -> None:
 
         load_model_weights(source.path, model)
         return
-    if source.kind == "hf":
+    if source.kind in ("hf", "registry"):  # registry versions download as Hugging Face folders
         from tasks.evaluate.export import hf_key
 
         ours = {hf_key(k): k for k in model.state_dict()}
