@@ -34,7 +34,7 @@ from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.dag import StageNode, commit_stage, load_dag, remove_outs, reorder_lock, stage_changed
-from flows.recovery import crash_abandoned_runs, mark_this_process
+from flows.recovery import crash_abandoned_runs, mark_this_process, repair_dvc_rwlock
 from flows.stage_log import StageLog
 from tasks.config import ConfigError, load_config
 from tasks.lock import ProjectBusy, held_descriptors, project_lock
@@ -259,6 +259,8 @@ def pipeline(root: str = ".", force: bool = False, started: str = ""):
                         logger.warning("flow run %s of this project died without an end state: marked Crashed", name)
             except Exception as e:  # noqa: BLE001
                 logger.warning("could not check for crashed flow runs of this project: %s", e)
+            if repair_dvc_rwlock(root_path):
+                logger.warning("a killed run had left DVC's lock file (.dvc/tmp/rwlock) corrupted: removed it")
             return run_pipeline(root_path, cfg, force)
     except ProjectBusy as e:
         if served and cfg.flow.when_busy == "skip":

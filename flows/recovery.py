@@ -78,3 +78,28 @@ def crash_abandoned_runs(client, root: Path, current_id) -> list[str]:
         log.info("marked flow run %s Crashed (%s) and %d unfinished task run(s)", run.name, why, len(tasks))
         crashed.append(run.name)
     return crashed
+
+
+def repair_dvc_rwlock(root: Path) -> bool:
+    """Remove DVC's stage read/write lock file when a killed run left it half written or held by dead processes.
+
+    DVC rewrites `.dvc/tmp/rwlock` in place, so a SIGKILL during a write leaves JSON that every later `dvc`
+    command refuses ("RWLock-file ... JSON structure is corrupted"). Called while holding the project lock."""
+    import json
+
+    path = root / ".dvc" / "tmp" / "rwlock"
+    try:
+        lock = json.loads(path.read_text())
+    except FileNotFoundError:
+        return False
+    except (ValueError, UnicodeDecodeError):
+        path.unlink(missing_ok=True)
+        log.warning("removed DVC's lock file %s: a killed run left it corrupted", path)
+        return True
+    holders = [info for entries in (lock.get("read") or {}).values() for info in entries]
+    holders += list((lock.get("write") or {}).values())
+    if holders and not any(process_alive(h.get("pid", 0), None, None) for h in holders if isinstance(h, dict)):
+        path.unlink(missing_ok=True)
+        log.warning("removed DVC's lock file %s: every process it names is gone", path)
+        return True
+    return False

@@ -39,6 +39,7 @@ SCHEMA: dict[str, StageSchema] = {
     "ingest": StageSchema(("docs_in", "docs"), ("docs_out", "docs"), dropped=True),
     "dedup": StageSchema(("docs_in", "docs"), ("docs_out", "docs"), dropped=True),
     "filter": StageSchema(("docs_in", "docs"), ("docs_out", "docs"), dropped=True),
+    "decontaminate": StageSchema(("docs_in", "docs"), ("docs_out", "docs"), dropped=True),
     "tokenizer": StageSchema(("bytes_in", "bytes"), dropped=True),
     "mix": StageSchema(out=("tokens_out", "tokens"), dropped=True),
     "shard": StageSchema(("docs_in", "docs"), ("tokens_out", "tokens"), dropped=True),
@@ -65,6 +66,8 @@ _DERIVE: dict[str, Callable[[dict], dict]] = {
     "filter": lambda s: {"docs_out": s.get("docs_kept"),
                          "dropped": {**_counts(s.get("rejected_by_reason")),
                                      **({"unreadable": s["skipped_unreadable"]} if s.get("skipped_unreadable") else {})}},
+    # removed documents and cut spans, as `contamination/<task>` (both are rejects with the matched n-gram)
+    "decontaminate": lambda s: {"dropped": _counts(s.get("rejected_by_reason"))},
     "tokenizer": lambda s: {"bytes_in": sum(_num(v) for v in (s.get("sample_bytes") or {}).values()),
                             "dropped": _counts(s.get("skipped"))},
     "mix": lambda s: {"docs_out": _num(s.get("train_docs")) + _num(s.get("val_docs")),

@@ -50,7 +50,11 @@ def _walk_files(path: Path) -> Iterator[Path]:
 def _file_digest(path: Path) -> str:
     if path.is_symlink():
         return "symlink:" + os.readlink(path)
-    return file_sha256(path)
+    try:
+        return file_sha256(path)
+    except PermissionError:  # the stage counts it as an unreadable reject; its size and time still key the result
+        st = path.stat()
+        return f"unreadable:{st.st_size}:{st.st_mtime_ns}"
 
 
 def code_files(stage: str, root: Path | None = None) -> list[Path]:

@@ -340,8 +340,9 @@ def test_lineage_command_prints_hashes_back_to_the_fetched_files(tiny_pipeline):
     assert chain["shard_manifest"]["matches"] is True
     assert chain["shard_manifest"]["sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
     stages = [s["stage"] for s in chain["stages"]]
-    assert set(stages) == {"shard", "mix", "tokenizer", "filter", "dedup", "ingest@web", "ingest@books",
-                           "ingest@code", "fetch@web", "fetch@books", "fetch@code"}, stages
+    assert set(stages) == {"shard", "mix", "tokenizer", "decontaminate", "filter", "dedup", "ingest@web",
+                           "ingest@books", "ingest@code", "fetch@web", "fetch@books", "fetch@code", "fetch@eval",
+                           "fetch@reference"}, stages
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     assert all(s["outs"] == lock[s["stage"]]["outs"] for s in chain["stages"])
     assert chain["dvc_lock"]["upstream_changed_since"] == []

@@ -3,6 +3,7 @@ node, started with `ray start` on this machine): outputs byte-identical to the l
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from tasks.docs import iter_docs, write_docs
 
 WARCS = ["CC-MAIN-20200808165417-20200808195417-00395.sample.warc.gz", "dolma-sample-0000.warc.gz"]
 BOOKS = ["pg11.txt.gz", "pg35.txt.gz", "pg21937.txt.gz", "pg17997.txt.gz"]
+REFERENCE = ["pg1342.txt.gz", "pg16.txt.gz", "pg2701.txt.gz", "pg74.txt.gz", "pg84.txt.gz", "pg1661.txt.gz"]
 LOCAL = ExecutorConfig(kind="local", tasks=2, workers=1)  # same 2 tasks (so the same outputs), in this process
 
 
@@ -66,9 +68,12 @@ def test_ingest_and_filter_on_a_real_ray_cluster_match_local(ray_address, shared
     assert ray_nodes_that_ran(root, "RankWorker") == {n["NodeID"] for n in ray.nodes() if n["Alive"]}
 
     classifier = ClassifierConfig(epoch=5, max_examples_per_class=2000)
-    local_stats = run_filter(FilterConfig(executor=LOCAL, classifier=classifier), {"docs": merged.parent},
-                             Path("local/filter"))
-    ray_stats = run_filter(FilterConfig(executor=on_ray, classifier=classifier), {"docs": merged.parent},
-                           Path("ray/filter"))
+    reference = Path("raw/reference")  # the classifier's positives: other books than the ingested ones
+    reference.mkdir(parents=True)
+    for name in REFERENCE:
+        shutil.copy(shared_data / "books" / name, reference / name)
+    inputs = {"docs": merged.parent, "reference": reference}
+    local_stats = run_filter(FilterConfig(executor=LOCAL, classifier=classifier), inputs, Path("local/filter"))
+    ray_stats = run_filter(FilterConfig(executor=on_ray, classifier=classifier), inputs, Path("ray/filter"))
     assert local_stats == ray_stats and local_stats["docs_kept"] > 0 and local_stats["docs_rejected"] > 0
     assert _tree(Path("local/filter")) == _tree(Path("ray/filter")), "filter: outputs differ"

@@ -18,7 +18,7 @@ from project_copy import make_project_copy
 from tasks.config import load_config
 from tasks.config.executor import ExecutorConfig
 from tasks.config.ingest import BooksIngestConfig
-from train_helpers import book_shards
+from train_helpers import book_shards, byte_tokenizer_dir
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -95,8 +95,7 @@ def test_train_sbatch_trains_the_tiny_profile_and_locks_its_params(slurm, shared
     project = make_project_copy(tmp_path / "project")
     (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())  # as committed, comments included
     book_shards(project / "data" / "shards", shared_data, max_chars=60_000)
-    (project / "data" / "tokenizer").mkdir()  # bits per byte is skipped without one; DVC needs the dep to exist
-    (project / "data" / "tokenizer" / "README").write_text("no tokenizer: byte-level test shards\n")
+    byte_tokenizer_dir(project / "data" / "tokenizer")  # what the byte-level shards were cut with (registry export)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "GPUS_PER_NODE": "1", "OMP_NUM_THREADS": "1",
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     # this machine: one node, no GPUs, 2 cores, shared with the sleeper (command-line options override the
