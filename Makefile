@@ -17,7 +17,7 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup lock run test test-fast serve ui report validate clean-data
+.PHONY: setup lock run test test-extended test-fast serve ui report validate clean-data
 
 setup: $(STAMP)
 
@@ -49,10 +49,13 @@ run: setup
 	@$(BIN)/python -m flows run
 
 test: setup
-	@$(BIN)/python -m pytest -q
+	@$(BIN)/python -m pytest -q -m "not extended"
+
+test-extended: setup
+	@$(BIN)/python -m pytest -q -m extended
 
 test-fast: setup
-	@$(BIN)/python -m pytest -q -m "not slow"
+	@$(BIN)/python -m pytest -q -m "not slow and not extended"
 
 serve: setup
 	@$(BIN)/python -m flows serve

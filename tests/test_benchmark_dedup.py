@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_dedup_benchmark_prints_every_method_pooled_over_seeds(shared_data):
     env = {**os.environ, "TINYFOUNDRY_SHARED_DATA": str(shared_data)}
     proc = subprocess.run([sys.executable, "benchmarks/dedup.py", "--docs", "240", "--seeds", "1", "2",

@@ -30,6 +30,7 @@ def test_tiny_smoke_run_one_process():
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_tiny_smoke_run_two_ranks_compile_on_and_off():
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={free_port()}",
            "--master-addr=127.0.0.1", str(SCRIPT), "--tiny", "--presets", "125m", "--compile", "on,off"]

@@ -166,7 +166,8 @@ def test_an_eval_task_without_data_must_be_an_lm_eval_task(params):
     """Without a data file the name is run as a standard lm-eval task: a typo fails at load, a real name passes."""
     tasks = [{"name": "hellaswag"}, {"name": "piqa", "data": "piqa_valid.jsonl", "labels": "piqa_valid-labels.lst"}]
     # decontaminate follows evaluate.tasks, and a task without a data file gives it nothing to match against
-    assert load_errors(deep_merge(params, {"evaluate": {"tasks": tasks}, "decontaminate": {"tasks": [dict(tasks[1])]}})) == ""
+    params = deep_merge(params, {"decontaminate": {"tasks": [dict(tasks[1])]}})
+    assert load_errors(deep_merge(params, {"evaluate": {"tasks": tasks}})) == ""
     tasks[0]["name"] = "hellaswagg"
     assert "evaluate.tasks: 'hellaswagg' has no data file and is not an lm-eval task" in load_errors(
         deep_merge(params, {"evaluate": {"tasks": tasks}}))

@@ -37,7 +37,8 @@ def test_banner_gives_the_client_env():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+@pytest.mark.parametrize("stop_signal", [pytest.param(signal.SIGINT, id="ctrl-c"),
+                                         pytest.param(signal.SIGTERM, id="kill", marks=pytest.mark.extended)])
 def test_flows_ui_starts_both_servers_and_a_signal_stops_them(tmp_path, stop_signal):
     prefect_port, mlflow_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}

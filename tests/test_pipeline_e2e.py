@@ -104,6 +104,7 @@ def prefect_runs(urls, flow_run_name: str | None = None) -> tuple[dict, list[dic
     return flow_run, sorted(task_runs, key=lambda t: t["name"])
 
 
+@pytest.mark.extended  # the tiny run's own UI test covers the same pages in make test
 def test_ui_shows_a_pipeline_shaped_run(browser, tmp_path):
     """Fast path (no pipeline): a flow with stage-named tasks and nested MLflow runs + a champion alias."""
     from flows.servers import running_servers

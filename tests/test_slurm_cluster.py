@@ -91,6 +91,8 @@ def test_a_task_killed_for_memory_fails_the_stage_naming_its_log(slurm, shared_d
     assert "ingest-b" not in queue  # nothing of the failed stage left queued
 
 
+@pytest.mark.slow
+@pytest.mark.extended
 def test_train_sbatch_trains_the_tiny_profile_and_locks_its_params(slurm, shared_data, tmp_path):
     project = make_project_copy(tmp_path / "project")
     (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())  # as committed, comments included

@@ -28,6 +28,7 @@ def spec(tmp_path: Path, name: str, shards: Path, sleep_s: float = 0.0) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # the reliability suite also kills training mid-run and checks the resumed outputs
 def test_kill9_resume_matches_uninterrupted_run(tmp_path):
     text = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}\n" for i in range(3000))
     tokens = byte_tokens([text[i:i + 5000] for i in range(0, len(text), 5000)])
