@@ -147,9 +147,12 @@ def test_sigkill_in_each_stage_then_a_rerun_gives_the_uninterrupted_outputs(cras
     assert json.loads(status.stdout) == {}
     # the resumable stages resumed their partial work instead of redoing it
     train = json.loads((project / "metrics" / "train.json").read_text())
-    assert train["resumed_from_step"] == 10 and train["step"] == 20
+    # killed once its step-10 checkpoint appeared; on a loaded machine the trainer can save step 20 before the
+    # freeze lands: either way the rerun resumes instead of starting over
+    assert train["resumed_from_step"] in (10, 20) and train["step"] == 20
+    after_filter = [family for family, _ in KILL_POINTS][[family for family, _ in KILL_POINTS].index("filter") + 1]
     assert "filter: resuming the partial output in" in (PROJECT_ROOT / "test-artifacts" / "reliability" /
-                                                        "killed-in-tokenizer.log").read_text()
+                                                        f"killed-in-{after_filter}.log").read_text()
 
 
 def test_a_concurrent_run_is_refused_at_once_naming_the_holder(crashed_and_rerun):
