@@ -173,6 +173,18 @@ def test_wet_and_whole_file_gzip(tmp_path):
     assert stats["docs_out"] == 3
 
 
+def crash_rank_1(monkeypatch):
+    """Make datatrove task 1 fail on its first write (task 0 completes); returns the real DocsWriter.write."""
+    real = DocsWriter.write
+
+    def write(self, document, rank=0, **kw):
+        if rank == 1:
+            raise RuntimeError("simulated crash")
+        return real(self, document, rank, **kw)
+    monkeypatch.setattr(DocsWriter, "write", write)
+    return real
+
+
 def test_web_deterministic_and_resumes_after_crash(tmp_path, monkeypatch):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -181,14 +193,7 @@ def test_web_deterministic_and_resumes_after_crash(tmp_path, monkeypatch):
     cfg = WebIngestConfig(executor=ExecutorConfig(tasks=2, workers=1))
     run_ingest(cfg, {"raw": raw}, tmp_path / "a")
 
-    real_write = DocsWriter.write
-
-    def crash_on_rank_1(self, document, rank=0, **kw):
-        if rank == 1:
-            raise RuntimeError("simulated crash")
-        return real_write(self, document, rank, **kw)
-
-    monkeypatch.setattr(DocsWriter, "write", crash_on_rank_1)
+    real_write = crash_rank_1(monkeypatch)
     with pytest.raises(Exception):
         run_ingest(cfg, {"raw": raw}, tmp_path / "b")
     staging = tmp_path / ".b.partial"

@@ -15,7 +15,7 @@ from tasks.docs import iter_docs
 from tasks.ingest import run_ingest
 from tasks.ingest.common import DocsWriter
 from tasks.resume import code_files, describe_changes, resumable_dir, stage_key
-from tests.test_ingest import good_page, warc_bytes
+from tests.test_ingest import crash_rank_1, good_page, warc_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,17 +113,6 @@ def test_resumable_dir_resumes_only_under_the_same_key(tmp_path, caplog):
     with resumable_dir(out, changed) as staging:
         assert not (staging / "done-part").exists()
     assert "starting clean" in caplog.text and "code changed (a.py)" in caplog.text
-
-
-def crash_rank_1(monkeypatch):
-    real = DocsWriter.write
-
-    def write(self, document, rank=0, **kw):
-        if rank == 1:
-            raise RuntimeError("simulated crash")
-        return real(self, document, rank, **kw)
-    monkeypatch.setattr(DocsWriter, "write", write)
-    return real
 
 
 def test_ingest_after_a_crash_redoes_finished_tasks_when_inputs_or_code_changed(tmp_path, monkeypatch, caplog):
