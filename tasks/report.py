@@ -149,11 +149,6 @@ def decontaminate_section(stats: dict) -> str:
     return "\n\n".join(parts)
 
 
-def _canonical_task(name: str) -> str:
-    name = name.lower().strip()
-    return TASK_ALIASES.get(name, name)
-
-
 def eval_scores(stats: dict) -> dict[str, dict[str, float]]:
     """{task: {metric: value}} of the benchmark tasks in evaluate's stats."""
     return {task: {m: float(v) for m, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
