@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -100,7 +101,8 @@ def stage_env(parent_run_id: str | None, timing_file: Path) -> dict:
 def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False) -> dict:
     logger = get_run_logger()
     root_path = Path(root)
-    with _slots[flow_key]:
+    io_bound = node.family in STAGES and STAGES[node.family].io_bound
+    with nullcontext() if io_bound else _slots[flow_key]:
         checked = time.time()
         changed = force or stage_changed(root_path, node.name)
         status_s = time.time() - checked
@@ -279,7 +281,8 @@ def run_pipeline(root_path: Path, cfg, force: bool) -> dict:
     flow_key = str(flow_run.id)
     _tracking[flow_key] = Tracking(root_path, cfg)
     _slots[flow_key] = threading.BoundedSemaphore(cfg.flow.max_parallel_stages)
-    logger.info("pipeline: %d DVC stages from dvc.yaml, up to %d at once", len(nodes), cfg.flow.max_parallel_stages)
+    logger.info("pipeline: %d DVC stages from dvc.yaml, up to %d at once (fetches besides)", len(nodes),
+                cfg.flow.max_parallel_stages)
 
     futures = {}
     for node in nodes:

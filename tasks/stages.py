@@ -24,10 +24,14 @@ class Stage:
     active (model registration, champion alias): tracking belongs to the CLI, not to the stage function."""
     reads: tuple[str, ...] = ()
     """Other params keys the section is filled from when params.yaml is loaded (dvc.yaml tracks them too)."""
+    io_bound: bool = False
+    """Copies or downloads: under the flow it runs without taking one of `flow.max_parallel_stages`' slots,
+    so waiting on disks and networks never holds back the CPU-bound stages on the critical path."""
 
 
 STAGES: dict[str, Stage] = {
-    "fetch": Stage("tasks.fetch:run_fetch", "fetch.{source}", ("web", "books", "code", "eval", "reference")),
+    "fetch": Stage("tasks.fetch:run_fetch", "fetch.{source}", ("web", "books", "code", "eval", "reference"),
+                   io_bound=True),
     "ingest": Stage("tasks.ingest:run_ingest", "ingest.{source}", ("web", "books", "code")),
     "dedup": Stage("tasks.dedup:run_dedup", "dedup"),
     "filter": Stage("tasks.filter:run_filter", "filter"),

@@ -37,6 +37,24 @@ DVC_YAML = textwrap.dedent("""
         outs: [out/join.txt]
 """)
 
+# The same two slow stages beside a slow stage of the fetch family (io-bound: it takes no slot).
+SLOTS_DVC_YAML = textwrap.dedent("""
+    stages:
+      slow:
+        foreach: [a, b]
+        do:
+          cmd: python stage.py slow_${item} out/${item}.txt
+          deps: [stage.py]
+          outs:
+            - out/${item}.txt
+      fetch:
+        foreach: [web]
+        do:
+          cmd: python stage.py slow_fetch out/fetch.txt
+          deps: [stage.py]
+          outs: [out/fetch.txt]
+""")
+
 STAGE_PY = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
@@ -134,6 +152,24 @@ def test_a_failing_stage_fails_the_flow_and_names_the_stage(tmp_path, prefect_ap
     with pytest.raises(StageFailed, match="slow@a|slow@b|flaky"):
         run_flow(repo)
     assert not (repo / "out" / "join.txt").exists()
+
+
+@pytest.mark.slow
+def test_fetches_run_beside_the_cpu_stages_without_taking_a_slot(tmp_path, prefect_api):
+    """With one slot, the two CPU-bound stages take turns while the (io-bound) fetch runs beside one of them."""
+    repo = make_repo(tmp_path / "slots")
+    (repo / "dvc.yaml").write_text(SLOTS_DVC_YAML)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["flow"] |= {"max_parallel_stages": 1, "retries": {"fetch": 0}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    summary = run_flow(repo)
+    assert sorted(summary["ran"]) == ["fetch@web", "slow@a", "slow@b"]
+
+    events = {e["stage"]: e for e in map(json.loads, (repo / "events.jsonl").read_text().splitlines())}
+    a, b, fetch = events["slow_a"], events["slow_b"], events["slow_fetch"]
+    assert a["end"] <= b["start"] or b["end"] <= a["start"], "one slot: the CPU-bound stages must take turns"
+    assert any(s["start"] < fetch["end"] and fetch["start"] < s["end"] for s in (a, b)), \
+        "the fetch must run beside a CPU-bound stage, not wait for a slot"
 
 
 def test_the_served_deployment_runs_this_project_on_the_cron_from_params(tmp_path):

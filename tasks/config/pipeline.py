@@ -21,7 +21,7 @@ class FlowConfig(Section):
     name: str = "tinyfoundry"
     """Prefect flow name (also the deployment's name)."""
     max_parallel_stages: int = Field(3, ge=1, le=64)
-    """How many independent DVC stages may run at once."""
+    """How many independent CPU-bound DVC stages may run at once (fetches, which copy or download, run besides)."""
     retries: dict[str, int] = {"fetch": 3}
     """Retries per stage family (the part of the stage name before '@')."""
     retry_delay_s: float = Field(5.0, ge=0)
