@@ -141,7 +141,7 @@ def load_errors(data: dict) -> str:
                                                       "(did you mean 'english' → 'en'?); codes: af, als,"),
     ({"filter": {"books": {"heuristics": {"language": {"languages": ["en", "EN"]}}}}},
      "filter.books.heuristics.language.languages holds ['EN']"),
-    ({"train": {"warmup_steps": 751}}, "train.warmup_steps (751) must not exceed max_steps (750)"),
+    ({"train": {"warmup_steps": 301}}, "train.warmup_steps (301) must not exceed max_steps (300)"),
     ({"evaluate": {"champion_metric": "piqa/accuracy"}},
      "evaluate.champion_metric 'piqa/accuracy': task piqa (piqa) reports acc, acc_norm, not accuracy"),
     ({"evaluate": {"champion_metric": "bpb/web"}}, "evaluate.champion_mode must be min for bpb/web (lower is better)"),
