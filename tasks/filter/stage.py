@@ -15,6 +15,7 @@ import os
 import shutil
 import zlib
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -106,13 +107,20 @@ def _classifier(c: ClassifierConfig, reference: Path | None, kept: list[dict], r
              c.negative_pool, len(heldout))
     if c.model_path is None:
         paths = [stage / (MODEL_FILE if c.folds == 1 else FOLD_MODEL_FILE.format(k)) for k in range(c.folds)]
-        for k, path in enumerate(paths):
-            if not path.exists():  # a resumed run keeps the models it already trained
-                rows = [r for r in train_rows if r.label == clf.POSITIVE or c.folds == 1
-                        or clf.fold_of(r.id, c.folds, c.seed) != k]
-                partial = path.with_name(f".{path.name}.partial")  # renamed once saved: never half a model
-                stats[f"fold{k}"] = clf.train(rows, c, partial)
-                os.replace(partial, path)
+
+        def train_fold(k: int) -> dict:
+            rows = [r for r in train_rows if r.label == clf.POSITIVE or c.folds == 1
+                    or clf.fold_of(r.id, c.folds, c.seed) != k]
+            partial = paths[k].with_name(f".{paths[k].name}.partial")  # renamed once saved: never half a model
+            fold_stats = clf.train(rows, c, partial)
+            os.replace(partial, paths[k])
+            return fold_stats
+
+        todo = [k for k, path in enumerate(paths) if not path.exists()]  # a resumed run keeps trained models
+        # each fold trains single-threaded in its own process (fastText is reproducible only so): run them side by side
+        with ThreadPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as pool:
+            for k, fold_stats in zip(todo, pool.map(train_fold, todo)):
+                stats[f"fold{k}"] = fold_stats
     else:
         paths = [stage / MODEL_FILE]
         shutil.copyfile(c.model_path, paths[0])
