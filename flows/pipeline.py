@@ -24,8 +24,8 @@ import tempfile
 import threading
 import time
 from collections import deque
-from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 from prefect import flow, get_client, get_run_logger, task
