@@ -37,24 +37,6 @@ DVC_YAML = textwrap.dedent("""
         outs: [out/join.txt]
 """)
 
-# The same two slow stages beside a slow stage of the fetch family (io-bound: it takes no slot).
-SLOTS_DVC_YAML = textwrap.dedent("""
-    stages:
-      slow:
-        foreach: [a, b]
-        do:
-          cmd: python stage.py slow_${item} out/${item}.txt
-          deps: [stage.py]
-          outs:
-            - out/${item}.txt
-      fetch:
-        foreach: [web]
-        do:
-          cmd: python stage.py slow_fetch out/fetch.txt
-          deps: [stage.py]
-          outs: [out/fetch.txt]
-""")
-
 STAGE_PY = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
@@ -158,7 +140,11 @@ def test_a_failing_stage_fails_the_flow_and_names_the_stage(tmp_path, prefect_ap
 def test_fetches_run_beside_the_cpu_stages_without_taking_a_slot(tmp_path, prefect_api):
     """With one slot, the two CPU-bound stages take turns while the (io-bound) fetch runs beside one of them."""
     repo = make_repo(tmp_path / "slots")
-    (repo / "dvc.yaml").write_text(SLOTS_DVC_YAML)
+    # the two slow stages beside a slow stage of the fetch family (io-bound)
+    stages = yaml.safe_load(DVC_YAML)["stages"]
+    fetch = {"foreach": ["web"], "do": {"cmd": "python stage.py slow_fetch out/fetch.txt", "deps": ["stage.py"],
+                                        "outs": ["out/fetch.txt"]}}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"slow": stages["slow"], "fetch": fetch}}))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["flow"] |= {"max_parallel_stages": 1, "retries": {"fetch": 0}}
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
