@@ -101,8 +101,8 @@ def stage_env(parent_run_id: str | None, timing_file: Path) -> dict:
 def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False) -> dict:
     logger = get_run_logger()
     root_path = Path(root)
-    io_bound = node.family in STAGES and STAGES[node.family].io_bound
-    with nullcontext() if io_bound else _slots[flow_key]:
+    spec = STAGES.get(node.family)  # None for a dvc.yaml stage that is not a `python -m tasks` stage
+    with nullcontext() if spec and spec.io_bound else _slots[flow_key]:
         checked = time.time()
         changed = force or stage_changed(root_path, node.name)
         status_s = time.time() - checked
@@ -110,7 +110,7 @@ def run_dvc_stage(node: StageNode, root: str, flow_key: str, force: bool = False
             logger.info("%s is up to date (DVC status clean): skipped", node.name)
             return {"stage": node.name, "status": "skipped"}
         remove_outs(root_path, node)
-        live = node.family in STAGES and STAGES[node.family].live_tracking
+        live = bool(spec and spec.live_tracking)
         parent = _tracking[flow_key].parent.result() if live else None
         timing_file = Path(tempfile.mkdtemp(prefix="tf-timing-")) / "timing.json"
         logger.info("running %s: %s", node.name, node.cmd)
