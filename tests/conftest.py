@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,34 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "web").is_dir() or not (SHARED_DATA / "books").is_dir():
         pytest.skip(f"needs the shared real data at {SHARED_DATA} (web/, books/, eval/); not found")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def real_sample(shared_data, request, tmp_path_factory):
+    """`real_sample(name, books, code_files)`: a folder shaped like dedup output (tasks/filter/sample.py) with 80
+    pages of every shared WARC, the first `books` books and `code_files` standard-library files. trafilatura
+    takes ~30 s on the pages, so they are extracted once per session and kept in pytest's cache between runs."""
+    from tasks.docs import write_docs
+    from tasks.filter.sample import book_docs, build_sample, code_docs
+
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+
+    def folder(name: str) -> Path:
+        return cache.mkdir(name) if cache else tmp_path_factory.mktemp(name)
+
+    web = folder("tinyfoundry_real_web_80_v1") / "docs" / "web.jsonl.gz"
+
+    def sample(name: str, books: int | None, code_files: int) -> Path:
+        out = folder(name)
+        if not (out / "docs" / "web.jsonl.gz").exists():
+            if not web.exists():
+                build_sample(shared_data, web.parents[1], web_per_file=80, books=0, code_files=0)
+            write_docs(out / "docs" / "books.jsonl.gz", book_docs(shared_data / "books", books))
+            write_docs(out / "docs" / "code.jsonl.gz", code_docs(code_files))
+            shutil.copyfile(web, out / "docs" / "web.jsonl.gz")  # last: its presence marks the sample complete
+        return out
+
+    return sample
 
 
 @pytest.fixture

@@ -194,16 +194,9 @@ def _books_folder(shared_data: Path, n: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def real_docs(shared_data, request, tmp_path_factory) -> list[dict]:
-    """Real documents: 80 extracted pages per shared WARC, all 32 Gutenberg books, 60 standard-library files.
-    trafilatura takes a while on the pages, so they are kept in pytest's cache between runs."""
-    from tasks.filter.sample import build_sample
-
-    cache = getattr(request.config, "cache", None)
-    folder = cache.mkdir("tinyfoundry_decontam_real_v1") if cache else tmp_path_factory.mktemp("decontam_real")
-    if not (folder / "docs" / "web.jsonl.gz").exists():
-        build_sample(shared_data, folder, web_per_file=80, books=None, code_files=60)
-    return list(iter_docs(folder))
+def real_docs(real_sample) -> list[dict]:
+    """Real documents: 80 extracted pages per shared WARC, all 32 Gutenberg books, 60 standard-library files."""
+    return list(iter_docs(real_sample("tinyfoundry_decontam_real_v1", books=None, code_files=60)))
 
 
 def _plant(docs: list[dict], benchmarks: dict[str, list[dict]], seed: int = 0) -> list[dict]:

@@ -365,16 +365,9 @@ def test_validation_metrics_recomputed_from_scores_and_heldout_never_trained(tmp
 
 
 @pytest.fixture(scope="module")
-def real_input(shared_data, request, tmp_path_factory) -> Path:
-    """A slice of the real shared data shaped like dedup output (80 pages per WARC, 8 books, 40 stdlib files).
-    trafilatura takes ~30 s on it, so the slice is kept in pytest's cache between runs."""
-    from tasks.filter.sample import build_sample
-
-    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
-    folder = cache.mkdir("tinyfoundry_filter_real_v2") if cache else tmp_path_factory.mktemp("filter_real")
-    if not (folder / "docs" / "web.jsonl.gz").exists():
-        build_sample(shared_data, folder, web_per_file=80, books=8, code_files=40)
-    return folder
+def real_input(real_sample) -> Path:
+    """A slice of the real shared data shaped like dedup output (80 pages per WARC, 8 books, 40 stdlib files)."""
+    return real_sample("tinyfoundry_filter_real_v2", books=8, code_files=40)
 
 
 @pytest.mark.slow

@@ -47,7 +47,15 @@ STAGE_PY = textwrap.dedent("""
     if name == "flaky" and not marker.exists():
         marker.write_text("x")
         sys.exit("flaky: simulated network failure")
-    if name.startswith("slow"):
+    if name.startswith("slow") and Path("rendezvous").exists():
+        # each slow stage waits (up to a minute) for the other to start: they overlap if and only if the flow
+        # runs them side by side, however slow the machine is (a fixed sleep was flaky on a loaded CI machine)
+        Path(f"{name}.started").touch()
+        peer = Path("slow_b.started" if name == "slow_a" else "slow_a.started")
+        deadline = time.time() + 60
+        while not peer.exists() and time.time() < deadline:
+            time.sleep(0.05)
+    elif name.startswith("slow"):
         time.sleep(5)  # longer than Prefect's task start-up on a busy 2-core machine (~2 s)
     Path(out).parent.mkdir(exist_ok=True)
     Path(out).write_text(name + "".join(Path(i).read_text() for i in ins))
@@ -94,6 +102,7 @@ def prefect_api(tmp_path_factory):
 @pytest.mark.slow
 def test_flow_runs_the_dvc_dag_concurrently_with_retries_and_matches_dvc_repro(tmp_path, prefect_api):
     flowed = make_repo(tmp_path / "flow")
+    (flowed / "rendezvous").touch()  # the slow stages wait for each other (STAGE_PY); `dvc repro` below does not
     summary = run_flow(flowed)
     assert sorted(summary["ran"]) == ["flaky", "join", "slow@a", "slow@b"]
     assert summary["failed"] == []

@@ -36,9 +36,10 @@ def test_banner_gives_the_client_env():
     assert "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in text and "Ctrl-C" in text
 
 
+# extended: ~35 s each; make test's end-to-end run starts and stops the same servers (running_servers)
 @pytest.mark.slow
-@pytest.mark.parametrize("stop_signal", [pytest.param(signal.SIGINT, id="ctrl-c"),
-                                         pytest.param(signal.SIGTERM, id="kill", marks=pytest.mark.extended)])
+@pytest.mark.extended
+@pytest.mark.parametrize("stop_signal", [pytest.param(signal.SIGINT, id="ctrl-c"), pytest.param(signal.SIGTERM, id="kill")])
 def test_flows_ui_starts_both_servers_and_a_signal_stops_them(tmp_path, stop_signal):
     prefect_port, mlflow_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}

@@ -33,25 +33,29 @@ def slurm_settings(root: Path, **extra) -> dict:
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
-    """A running single-node cluster (4 logical CPUs on this 2-core machine), SLURM_CONF set for this module.
-
-    It also starts, in the background, a stage whose only task sleeps past its 1-minute time limit: Slurm's
-    smallest limit, so the other tests run while Slurm gets round to killing it (~60–90 s)."""
+    """A running single-node cluster (4 logical CPUs on this 2-core machine), SLURM_CONF set for this module."""
     if absent := slurm_missing():
         missing(f"Slurm is not installed ({', '.join(absent)} missing); Debian: apt-get install slurmctld slurmd "
                 "slurm-client munge (.ci/run does)")
     if os.geteuid() != 0:
         missing("slurmd must run as root to start jobs as their user; run the tests as root (CI does)")
-    from tasks.executor import run_executor
 
     root = tmp_path_factory.mktemp("slurm")
-    with slurm_cluster(root / "cluster", cpus=4) as env, pytest.MonkeyPatch.context() as mp, \
-            ThreadPoolExecutor(1) as pool:
+    with slurm_cluster(root / "cluster", cpus=4) as env, pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
-        limited = ExecutorConfig(kind="slurm", tasks=1, workers=1, slurm=slurm_settings(root, time="00:01:00"))
-        timed_out = pool.submit(run_executor, limited, [Sleep(600)], root / "sleeper-logs", "sleeper")
-        yield root, timed_out
+        yield root
+
+
+@pytest.fixture(scope="module")
+def timed_out(slurm):
+    """A stage started in the background whose only task sleeps past its 1-minute time limit: Slurm's smallest
+    limit, so the tests that ask for it run while Slurm gets round to killing it (~60–90 s)."""
+    from tasks.executor import run_executor
+
+    limited = ExecutorConfig(kind="slurm", tasks=1, workers=1, slurm=slurm_settings(slurm, time="00:01:00"))
+    with ThreadPoolExecutor(1) as pool:
+        yield pool.submit(run_executor, limited, [Sleep(600)], slurm / "sleeper-logs", "sleeper")
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -62,7 +66,7 @@ def _tree(folder: Path) -> dict[str, bytes]:
 def test_ingest_through_slurm_matches_local(slurm, shared_data, tmp_path):
     from tasks.ingest import run_ingest
 
-    root, _ = slurm
+    root = slurm
     raw = tmp_path / "raw"
     raw.mkdir()
     for name in BOOKS:
@@ -83,7 +87,7 @@ def test_a_task_killed_for_memory_fails_the_stage_naming_its_log(slurm, shared_d
     from tasks.ingest import run_ingest
     from tasks.slurm import SlurmTaskFailed
 
-    root, _ = slurm
+    root = slurm
     tiny_memory = ExecutorConfig(kind="slurm", tasks=1, workers=1, slurm=slurm_settings(root, mem_per_cpu_gb=0.03))
     with pytest.raises(SlurmTaskFailed, match=r"ended FAILED \(killed for exceeding its memory\); its log: \S+_0\.out"):
         run_ingest(BooksIngestConfig(executor=tiny_memory), {"raw": shared_data / "books" / BOOKS[0]}, tmp_path / "o")
@@ -93,7 +97,8 @@ def test_a_task_killed_for_memory_fails_the_stage_naming_its_log(slurm, shared_d
 
 @pytest.mark.slow
 @pytest.mark.extended
-def test_train_sbatch_trains_the_tiny_profile_and_locks_its_params(slurm, shared_data, tmp_path):
+def test_train_sbatch_trains_the_tiny_profile_and_locks_its_params(slurm, timed_out, shared_data, tmp_path):
+    # asks for `timed_out` only to start the sleeper early: it waits out its time limit while this job trains
     project = make_project_copy(tmp_path / "project")
     (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())  # as committed, comments included
     book_shards(project / "data" / "shards", shared_data, max_chars=60_000)
@@ -121,9 +126,10 @@ def test_train_sbatch_trains_the_tiny_profile_and_locks_its_params(slurm, shared
     assert "# CPU demo profile" in params_text and load_config(project / "params.yaml").train == expected
 
 
-def test_a_task_past_its_time_limit_fails_the_stage_naming_its_log(slurm):
+@pytest.mark.slow
+@pytest.mark.extended  # Slurm's smallest time limit is a minute: ~80 s of waiting, too long for make test
+def test_a_task_past_its_time_limit_fails_the_stage_naming_its_log(timed_out):
     from tasks.slurm import SlurmTaskFailed
 
-    root, timed_out = slurm
     with pytest.raises(SlurmTaskFailed, match=r"ended TIMEOUT \(killed at its time limit\); its log: \S+_0\.out"):
         timed_out.result(timeout=300)

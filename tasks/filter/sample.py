@@ -13,7 +13,11 @@ import argparse
 import gzip
 import hashlib
 import logging
+import os
 import sysconfig
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,15 +27,13 @@ from tasks.ingest.books import parse_book
 log = logging.getLogger("tinyfoundry.filter")
 
 
-
 def _id(*parts: str) -> str:
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:16]
 
 
-def web_docs(warc: Path, limit: int | None = None) -> list[dict]:
+def web_docs(warc: Path, limit: int | None = None, map_pages=map) -> list[dict]:
     """HTML responses of one WARC extracted with trafilatura; with `limit`, that many evenly spaced pages
-    (the first N pages of a docs site are all index pages, not a fair sample)."""
-    import trafilatura
+    (the first N pages of a docs site are all index pages, not a fair sample). `map_pages` may be a pool's map."""
     from warcio.archiveiterator import ArchiveIterator
 
     pages = []
@@ -46,13 +48,18 @@ def web_docs(warc: Path, limit: int | None = None) -> list[dict]:
     if limit is not None and len(pages) > limit:
         pages = [pages[round(i * (len(pages) - 1) / (limit - 1))] for i in range(limit)] if limit > 1 else pages[:1]
     docs = []
-    for url, body in pages:
-        text = trafilatura.extract(body.decode("utf-8", errors="replace"), favor_precision=True, include_comments=False)
+    for (url, _), text in zip(pages, map_pages(_main_text, [body for _, body in pages])):
         if text:
             docs.append({"text": text, "id": _id("web", url), "metadata": {
                 "source": "web", "url": url, "domain": urlsplit(url).hostname or "", "lang": "en",
                 "lang_score": 1.0, "file": warc.name}})
     return docs
+
+
+def _main_text(body: bytes) -> str | None:
+    import trafilatura
+
+    return trafilatura.extract(body.decode("utf-8", errors="replace"), favor_precision=True, include_comments=False)
 
 
 def book_docs(books: Path, limit: int | None = None) -> list[dict]:
@@ -83,7 +90,12 @@ def build_sample(shared_data: Path, output: Path, web_per_file: int | None = Non
                  code_files: int | None = 300) -> dict[str, int]:
     """Write `output/docs/{web,books,code}.jsonl.gz`; returns document counts per source."""
     shared_data, output = Path(shared_data), Path(output)
-    web = [d for warc in sorted((shared_data / "web").glob("*.warc.gz")) for d in web_docs(warc, web_per_file)]
+    # trafilatura is most of the time: pages are extracted side by side, in fresh processes (the caller may hold
+    # threads that a fork would copy mid-lock)
+    with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=get_context("spawn")) as pool:
+        extract = partial(pool.map, chunksize=4)
+        warcs = sorted((shared_data / "web").glob("*.warc.gz"))
+        web = [d for warc in warcs for d in web_docs(warc, web_per_file, extract)]
     counts = {"web": write_docs(output / "docs" / "web.jsonl.gz", web),
               "books": write_docs(output / "docs" / "books.jsonl.gz", book_docs(shared_data / "books", books)),
               "code": write_docs(output / "docs" / "code.jsonl.gz", code_docs(code_files))}
