@@ -104,7 +104,7 @@ def prefect_runs(urls, flow_run_name: str | None = None) -> tuple[dict, list[dic
     return flow_run, sorted(task_runs, key=lambda t: t["name"])
 
 
-@pytest.mark.extended  # the tiny run's own UI test covers the same pages in make test
+@pytest.mark.extended
 def test_ui_shows_a_pipeline_shaped_run(browser, tmp_path):
     """Fast path (no pipeline): a flow with stage-named tasks and nested MLflow runs + a champion alias."""
     from flows.servers import running_servers
@@ -227,6 +227,7 @@ def test_planted_benchmark_items_never_reach_the_tokenizer(tiny_pipeline, tmp_pa
         assert f"| {stats['tasks'][task]['docs_hit']} |" in row, row
 
 
+@pytest.mark.extended  # the browser's look (~15 s each); make test checks the same runs through the APIs
 def test_ui_shows_the_tiny_pipeline_run(browser, tiny_pipeline):
     """Headless Chromium sees the run in both UIs: flow run, task runs and their logs; experiment, stage runs,
     and the model with its `champion` alias."""
@@ -425,6 +426,7 @@ def check_prefect_artifact(page, urls, flow_run: dict, shot_prefix: str) -> None
     page.screenshot(path=str(ARTIFACTS / f"{shot_prefix}prefect-artifacts.png"), full_page=True)
 
 
+@pytest.mark.extended  # the browser's look (~15 s each); make test checks the same runs through the APIs
 def test_ui_shows_the_versions_and_the_report_artifact(browser, tiny_pipeline):
     import mlflow
 

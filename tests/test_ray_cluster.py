@@ -43,6 +43,7 @@ def _links(folder: Path, source: Path, names: list[str]) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # ~50 s with the cluster's start; make test has the Slurm cluster's ingest
 @pytest.mark.needs_shared_data
 def test_ingest_and_filter_on_a_real_ray_cluster_match_local(ray_address, shared_data, tmp_path, monkeypatch):
     import ray
