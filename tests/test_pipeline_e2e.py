@@ -412,6 +412,14 @@ def check_registry_ui(page, urls, model: str, versions: list, metric: str, shot_
     runs = urllib.parse.quote(json.dumps({str(v.version): v.run_id for v in versions}))
     page.goto(f"{urls.mlflow}/#/compare-model-versions?name={urllib.parse.quote(json.dumps(model))}&runs={runs}")
     expect(page.get_by_text(f"Comparing {len(versions)} Versions").first).to_be_visible(timeout=60_000)
+    # "Show diff only" (on by default) hides a metric the versions share, e.g. the same accuracy on 8 items
+    switches, turned_off = page.get_by_role("switch"), 0
+    for i in range(switches.count()):
+        if switches.nth(i).is_checked():
+            switches.nth(i).click()
+            expect(switches.nth(i)).not_to_be_checked()
+            turned_off += 1
+    assert turned_off, "no 'Show diff only' switch turned off on the Compare page"
     expect(page.get_by_text(metric).first).to_be_visible()
     expect(page.get_by_text("bpb/web").first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / f"{shot_prefix}mlflow-compare-versions.png"), full_page=True)
