@@ -46,11 +46,15 @@ def real_sample(shared_data, request, tmp_path_factory):
     def sample(name: str, books: int | None, code_files: int) -> Path:
         out = folder(name)
         if not (out / "docs" / "web.jsonl.gz").exists():
-            if not web.exists():
-                build_sample(shared_data, web.parents[1], web_per_file=80, books=0, code_files=0)
+            if not web.exists():  # built aside, then renamed: an interrupted build leaves no half file behind
+                build_sample(shared_data, web.parents[1] / "building", web_per_file=80, books=0, code_files=0)
+                web.parent.mkdir(exist_ok=True)
+                os.replace(web.parents[1] / "building" / "docs" / "web.jsonl.gz", web)
             write_docs(out / "docs" / "books.jsonl.gz", book_docs(shared_data / "books", books))
             write_docs(out / "docs" / "code.jsonl.gz", code_docs(code_files))
-            shutil.copyfile(web, out / "docs" / "web.jsonl.gz")  # last: its presence marks the sample complete
+            # last, and renamed into place: its presence marks the sample complete
+            shutil.copyfile(web, out / "docs" / "web.jsonl.gz.tmp")
+            os.replace(out / "docs" / "web.jsonl.gz.tmp", out / "docs" / "web.jsonl.gz")
         return out
 
     return sample
