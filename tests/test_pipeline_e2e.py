@@ -1,5 +1,5 @@
 """End to end: the tiny profile runs every real stage through the flow against a local Prefect server and MLflow
-server (flows/servers.py); the run must leave DVC clean and Prefect and MLflow consistent. Then headless Debian Chromium -- driven by Playwright, which needs no browser
+server (flows/servers.py); the run must leave DVC clean and Prefect and MLflow consistent. Then (extended tier) headless Debian Chromium -- driven by Playwright, which needs no browser
 download with `executable_path` -- checks that the Prefect UI lists the completed flow run with its task runs and
 stage logs, and that the MLflow UI shows the experiment, the stage runs and the `champion` model.
 Screenshots go to test-artifacts/ui-browser/ (gitignored). The tiny run itself is the session fixture
